@@ -1,0 +1,85 @@
+"""Tiny SpeakerLM models built in seconds, for tests, benchmarks and smoke runs."""
+
+from __future__ import annotations
+
+from transformers import Qwen2Config
+
+from .configuration_sensevoice import SenseVoiceEncoderConfig
+from .configuration_speaker_encoders import CAMPPlusConfig, ERes2NetV2Config
+from .configuration_speakerlm import SpeakerLMConfig
+from .feature_extraction_speakerlm import SpeakerLMFeatureExtractor
+from .modeling_speakerlm import SpeakerLMForConditionalGeneration
+from .processing_speakerlm import SpeakerLMProcessor, flat_prompt
+from .tokenizer_utils import add_speakerlm_tokens, train_bpe_tokenizer
+
+TINY_CORPUS = [
+    "spk0: good morning everyone, let us start the weekly meeting.",
+    "spk1: thanks. I will share the budget numbers for the second quarter.",
+    "Mike: the release is planned for next Tuesday if the tests pass.",
+    "Lucy: I agree, but we still need the review from the design team.",
+    "Jack: can we move the deadline to Friday afternoon?",
+    "[12.3-15.8] spk2: the customer called again about the invoice.",
+    flat_prompt("sdr", ["Mike", "Lucy", "Jack"]),
+    flat_prompt("asr"),
+    "Transcribe by roles with timestamps.",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 400):
+    tokenizer = train_bpe_tokenizer(TINY_CORPUS * 4, vocab_size=vocab_size)
+    add_speakerlm_tokens(tokenizer)
+    return tokenizer
+
+
+def tiny_config(tokenizer, speaker_model: str = "eres2netv2", **overrides) -> SpeakerLMConfig:
+    speaker_config = (
+        ERes2NetV2Config(m_channels=8, num_blocks=[1, 1, 1, 1], embedding_size=16)
+        if speaker_model == "eres2netv2"
+        else CAMPPlusConfig(embedding_size=16, growth_rate=8, init_channels=16, bn_size=2)
+    )
+    fields = dict(
+        audio_config=SenseVoiceEncoderConfig(
+            input_size=560, hidden_size=32, num_attention_heads=4, intermediate_size=64, num_blocks=2, tp_blocks=1
+        ),
+        speaker_config=speaker_config,
+        text_config=Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        projector_num_heads=4,
+        projector_intermediate_size=64,
+        audio_token_stride=2,
+        **add_speakerlm_tokens(tokenizer),
+    )
+    fields.update(overrides)
+    return SpeakerLMConfig(**fields)
+
+
+def tiny_processor(tokenizer, config: SpeakerLMConfig) -> SpeakerLMProcessor:
+    return SpeakerLMProcessor(
+        SpeakerLMFeatureExtractor(),
+        tokenizer,
+        audio_token_stride=config.audio_token_stride,
+        speaker_embedding_size=config.speaker_config.embedding_size,
+    )
+
+
+def tiny_speakerlm(speaker_model: str = "eres2netv2", seed: int = 0, **overrides):
+    """(model, processor) of a tiny random SpeakerLM with a small BPE tokenizer."""
+    import torch
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    config = tiny_config(tokenizer, speaker_model, **overrides)
+    model = SpeakerLMForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tiny_processor(tokenizer, config)
