@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, SequenceFeatureExtractor
 
-from .audio_frontend import num_fbank_frames, num_lfr_frames, resample, sensevoice_features, speaker_features
+from .audio_frontend import num_sensevoice_frames, resample, sensevoice_features, speaker_features
 
 SAMPLING_RATE = 16000
 
@@ -32,7 +32,9 @@ def read_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         import soundfile
     except ImportError as error:
-        raise ImportError("reading audio files needs the `soundfile` package: pip install soundfile") from error
+        raise ImportError(
+            "reading audio files needs the `soundfile` package: pip install soundfile"
+        ) from error
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for undecodable data
@@ -131,9 +133,13 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
         max_enrollment_piece: float = 10.0,
         **kwargs,
     ):
-        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        super().__init__(
+            feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
         if feature_size != num_mel_bins * lfr_m:
-            raise ValueError(f"feature_size {feature_size} must equal num_mel_bins * lfr_m = {num_mel_bins * lfr_m}")
+            raise ValueError(
+                f"feature_size {feature_size} must equal num_mel_bins * lfr_m = {num_mel_bins * lfr_m}"
+            )
         self.num_mel_bins = num_mel_bins
         self.lfr_m = lfr_m
         self.lfr_n = lfr_n
@@ -148,14 +154,16 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
 
     def num_frames(self, num_samples: int) -> int:
         """Number of `input_features` frames for a waveform of `num_samples` samples at 16 kHz."""
-        return num_lfr_frames(num_fbank_frames(num_samples, self.sampling_rate), self.lfr_n)
+        return num_sensevoice_frames(num_samples, self.sampling_rate, self.lfr_n)
 
     def load(self, audio: object, sampling_rate: int | None = None, name: str | None = None) -> np.ndarray:
         """Float32 mono waveform at the model's rate, with the duration checked."""
         waveform = load_waveform(audio, sampling_rate, self.sampling_rate, name)
         duration = waveform.size / self.sampling_rate
-        if self.num_frames(waveform.size) < 1:
-            raise ValueError(f"{describe(audio, name)} is too short ({duration * 1000:.0f} ms); need at least 25 ms")
+        if duration < 0.025:
+            raise ValueError(
+                f"{describe(audio, name)} is too short ({duration * 1000:.0f} ms); need at least 25 ms"
+            )
         if duration > self.max_duration:
             raise ValueError(
                 f"{describe(audio, name)} lasts {duration:.0f} s, over max_duration={self.max_duration:.0f} s; "
@@ -187,7 +195,9 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
             for i, item in enumerate(batch)
         ]
         padded, mask = pad_features(features, self.padding_value)
-        return BatchFeature({"input_features": padded, "input_features_mask": mask}, tensor_type=return_tensors)
+        return BatchFeature(
+            {"input_features": padded, "input_features_mask": mask}, tensor_type=return_tensors
+        )
 
     def enrollment_pieces(self, waveform: np.ndarray, what: str) -> list[np.ndarray]:
         """Cut an enrollment clip into equal pieces of at most `max_enrollment_piece` seconds."""
@@ -205,14 +215,20 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
         """Mean-normalised fbank of every piece of a speaker's enrollment clips."""
         pieces = []
         for i, clip in enumerate(clips):
-            what = f"enrollment clip #{i} of speaker {name!r}" if len(clips) > 1 else f"enrollment clip of {name!r}"
+            what = (
+                f"enrollment clip #{i} of speaker {name!r}"
+                if len(clips) > 1
+                else f"enrollment clip of {name!r}"
+            )
             waveform = load_waveform(clip, None, self.sampling_rate, what)
             for piece in self.enrollment_pieces(waveform, what):
                 pieces.append(speaker_features(piece, self.sampling_rate, self.num_mel_bins))
         return pieces
 
 
-def pad_features(features: Sequence[torch.Tensor], padding_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_features(
+    features: Sequence[torch.Tensor], padding_value: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad (frames, dim) tensors into (batch, max_frames, dim) with a (batch, max_frames) mask."""
     longest = max(f.shape[0] for f in features)
     padded = features[0].new_full((len(features), longest, features[0].shape[1]), padding_value)
