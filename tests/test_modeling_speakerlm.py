@@ -157,7 +157,11 @@ def test_frozen_parts_stay_frozen(parts, recordings):
         if part in parts:
             continue
         assert torch.equal(param, before[name]), f"{name} changed although {part} is frozen"
-    changed = {("lora" if "lora_" in n else n.split(".", 1)[0]) for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    changed = {
+        ("lora" if "lora_" in n else n.split(".", 1)[0])
+        for n, p in model.named_parameters()
+        if not torch.equal(p, before[n])
+    }
     assert changed == set(parts)
     for name, buffer in model.named_buffers():
         if name.startswith("speaker_encoder"):

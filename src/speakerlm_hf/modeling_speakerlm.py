@@ -85,12 +85,17 @@ class SpeakerLMAudioProjector(nn.Module):
         self.stride = config.audio_token_stride
         self.layers = nn.ModuleList(
             SpeakerLMProjectorLayer(
-                width, config.projector_num_heads, config.projector_intermediate_size, config.projector_dropout
+                width,
+                config.projector_num_heads,
+                config.projector_intermediate_size,
+                config.projector_dropout,
             )
             for _ in range(config.projector_num_layers)
         )
         self.norm = nn.LayerNorm(width)
-        self.conv = nn.Conv1d(width, config.text_config.hidden_size, kernel_size=self.stride, stride=self.stride)
+        self.conv = nn.Conv1d(
+            width, config.text_config.hidden_size, kernel_size=self.stride, stride=self.stride
+        )
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
@@ -132,8 +137,12 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         super().__init__(config)
         self.audio_encoder = SenseVoiceEncoderModel(config.audio_config)
         self.audio_projector = SpeakerLMAudioProjector(config)
-        self.speaker_encoder = SPEAKER_ENCODER_CLASSES[config.speaker_config.model_type](config.speaker_config)
-        self.speaker_projector = nn.Linear(config.speaker_config.embedding_size, config.text_config.hidden_size)
+        self.speaker_encoder = SPEAKER_ENCODER_CLASSES[config.speaker_config.model_type](
+            config.speaker_config
+        )
+        self.speaker_projector = nn.Linear(
+            config.speaker_config.embedding_size, config.text_config.hidden_size
+        )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 
@@ -152,7 +161,10 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         """Projected audio tokens of every sample, concatenated in batch order: (total_tokens, hidden)."""
         if input_features_mask is None:
             lengths = torch.full(
-                (input_features.shape[0],), input_features.shape[1], dtype=torch.long, device=input_features.device
+                (input_features.shape[0],),
+                input_features.shape[1],
+                dtype=torch.long,
+                device=input_features.device,
             )
         else:
             lengths = input_features_mask.sum(-1).long()
@@ -176,7 +188,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         size = self.config.speaker_config.embedding_size
         if speaker_embeddings is None:
             if enrollment_features is None:
-                raise ValueError("the prompt registers speakers but neither enrollment audio nor embeddings were given")
+                raise ValueError(
+                    "the prompt registers speakers but neither enrollment audio nor embeddings were given"
+                )
             embeddings = enrollment_features.new_zeros(num_speakers, size)
         else:
             embeddings = speaker_embeddings.clone()
@@ -186,13 +200,18 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             )
         if enrollment_features is None:
             return embeddings
-        if enrollment_speaker_index is None or enrollment_speaker_index.numel() != enrollment_features.shape[0]:
+        if (
+            enrollment_speaker_index is None
+            or enrollment_speaker_index.numel() != enrollment_features.shape[0]
+        ):
             raise ValueError("enrollment_speaker_index must give the speaker of every enrollment piece")
         if enrollment_speaker_index.numel() and int(enrollment_speaker_index.max()) >= num_speakers:
             raise ValueError("enrollment_speaker_index refers to a speaker the prompt does not register")
         piece_embeddings = self.embed_enrollment_pieces(enrollment_features, enrollment_features_mask)
         index = enrollment_speaker_index.to(embeddings.device)
-        sums = embeddings.new_zeros(num_speakers, size).index_add_(0, index, piece_embeddings.to(embeddings.dtype))
+        sums = embeddings.new_zeros(num_speakers, size).index_add_(
+            0, index, piece_embeddings.to(embeddings.dtype)
+        )
         counts = torch.bincount(index, minlength=num_speakers)
         enrolled = counts > 0
         embeddings[enrolled] = sums[enrolled] / counts[enrolled, None].to(embeddings.dtype)
@@ -207,7 +226,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         else:
             lengths = enrollment_features_mask.sum(-1).long().cpu()
         trainable = any(p.requires_grad for p in self.speaker_encoder.parameters())
-        out = enrollment_features.new_zeros(enrollment_features.shape[0], self.config.speaker_config.embedding_size)
+        out = enrollment_features.new_zeros(
+            enrollment_features.shape[0], self.config.speaker_config.embedding_size
+        )
         with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
             for length in lengths.unique().tolist():
                 rows = (lengths == length).nonzero().flatten().to(enrollment_features.device)
@@ -215,7 +236,12 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         return out
 
     def scatter_placeholders(
-        self, inputs_embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, values: torch.Tensor, what: str
+        self,
+        inputs_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        token_id: int,
+        values: torch.Tensor,
+        what: str,
     ) -> torch.Tensor:
         mask = input_ids == token_id
         if int(mask.sum()) != values.shape[0]:
@@ -223,7 +249,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 f"the prompt has {int(mask.sum())} {what} placeholder tokens but {values.shape[0]} {what} "
                 "embeddings were computed; build inputs with SpeakerLMProcessor"
             )
-        return inputs_embeds.masked_scatter(mask[..., None].expand_as(inputs_embeds), values.to(inputs_embeds.dtype))
+        return inputs_embeds.masked_scatter(
+            mask[..., None].expand_as(inputs_embeds), values.to(inputs_embeds.dtype)
+        )
 
     def embed_inputs(
         self,
@@ -242,7 +270,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             if input_features is None:
                 raise ValueError("the prompt has audio placeholders but no input_features were given")
             audio = self.get_audio_features(input_features, input_features_mask)
-            inputs_embeds = self.scatter_placeholders(inputs_embeds, input_ids, config.audio_token_id, audio, "audio")
+            inputs_embeds = self.scatter_placeholders(
+                inputs_embeds, input_ids, config.audio_token_id, audio, "audio"
+            )
         num_speakers = int((input_ids == config.speaker_token_id).sum())
         if num_speakers:
             raw = self.get_speaker_embeddings(
@@ -317,7 +347,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(
+            *args, is_first_iteration=is_first_iteration, **kwargs
+        )
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in PREFILL_ONLY_INPUTS:
                 model_inputs.pop(name, None)
@@ -365,14 +397,24 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         r: int = 8,
         alpha: int = 16,
         dropout: float = 0.05,
-        target_modules: Iterable[str] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        target_modules: Iterable[str] = (
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ),
     ) -> None:
         """Wrap the LLM with LoRA adapters (peft) on the given module names."""
         from peft import LoraConfig, get_peft_model
 
         if self.has_lora:
             raise ValueError("the LLM already has LoRA adapters; merge_lora() first")
-        lora_config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
+        lora_config = LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
+        )
         self.language_model = get_peft_model(self.language_model, lora_config)
         # New adapter modules start in training mode; follow the model's mode (LoRA dropout).
         self.train(self.training)

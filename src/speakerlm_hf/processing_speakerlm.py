@@ -62,7 +62,9 @@ def check_speaker_names(names: Sequence[str], reserved: Sequence[str] = ()) -> l
             if token and token in name:
                 raise ValueError(f"speaker name {name!r} contains the special token {token!r}")
         if ANONYMOUS_LABEL.fullmatch(name):
-            raise ValueError(f"speaker name {name!r} looks like an anonymous label (spkK); choose another name")
+            raise ValueError(
+                f"speaker name {name!r} looks like an anonymous label (spkK); choose another name"
+            )
         if name in cleaned:
             raise ValueError(f"speaker name {name!r} is registered twice")
         cleaned.append(name)
@@ -87,7 +89,8 @@ def user_prompt(
     registration = ""
     if names:
         registration = REGISTRATION_HEADER + "".join(
-            f"{name}{START_TOKEN}{span}{END_TOKEN};\n" for name, span in zip(names, speaker_spans)
+            f"{name}{START_TOKEN}{span}{END_TOKEN};\n"
+            for name, span in zip(names, speaker_spans, strict=True)
         )
     instruction = SDR_TIMESTAMP_INSTRUCTION if timestamps else SDR_INSTRUCTION
     return f"{registration}{instruction} {START_TOKEN}{audio_span}{END_TOKEN}"
@@ -174,7 +177,9 @@ class SpeakerLMProcessor(ProcessorMixin):
         self.audio_token_stride = audio_token_stride
         self.speaker_embedding_size = speaker_embedding_size
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template, **kwargs)
-        missing = [t for t in (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN) if t not in tokenizer.get_vocab()]
+        missing = [
+            t for t in (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN) if t not in tokenizer.get_vocab()
+        ]
         if missing:
             raise ValueError(f"the tokenizer lacks SpeakerLM's special tokens {missing}; add them first")
 
@@ -201,7 +206,9 @@ class SpeakerLMProcessor(ProcessorMixin):
         prompt = self.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
         full = self.apply_chat_template(probe + [{"role": "assistant", "content": target}], tokenize=False)
         if not full.startswith(prompt):
-            raise ValueError("the chat template does not write the assistant turn after the generation prompt")
+            raise ValueError(
+                "the chat template does not write the assistant turn after the generation prompt"
+            )
         return full[len(prompt) :].rstrip("\n")
 
     def __call__(
@@ -249,7 +256,7 @@ class SpeakerLMProcessor(ProcessorMixin):
                 ids, label = ids + answer, label + answer
             sequences.append(ids)
             labels.append(label)
-            for name, value in zip(names, registered.values()):
+            for name, value in zip(names, registered.values(), strict=True):
                 slot = len(embeddings)
                 if is_embedding(value, self.speaker_embedding_size):
                     vector = value["embedding"] if isinstance(value, Mapping) else value
@@ -288,7 +295,9 @@ class SpeakerLMProcessor(ProcessorMixin):
             raise ValueError(f"got {len(speakers)} speaker registrations for {batch_size} recordings")
         for item in speakers:
             if item is not None and not isinstance(item, Mapping):
-                raise TypeError(f"a registration must be a {{name: clip}} mapping or None, got {type(item).__name__}")
+                raise TypeError(
+                    f"a registration must be a {{name: clip}} mapping or None, got {type(item).__name__}"
+                )
         return [dict(item or {}) for item in speakers]
 
     def pad_ids(self, sequences: list[list[int]], labels: list[list[int]] | None) -> dict[str, torch.Tensor]:

@@ -39,7 +39,12 @@ def tiny_config(tokenizer, speaker_model: str = "eres2netv2", **overrides) -> Sp
     )
     fields = dict(
         audio_config=SenseVoiceEncoderConfig(
-            input_size=560, hidden_size=32, num_attention_heads=4, intermediate_size=64, num_blocks=2, tp_blocks=1
+            input_size=560,
+            hidden_size=32,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_blocks=2,
+            tp_blocks=1,
         ),
         speaker_config=speaker_config,
         text_config=Qwen2Config(

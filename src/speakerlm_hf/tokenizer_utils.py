@@ -21,7 +21,9 @@ def add_speakerlm_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     """
     missing = [token for token in SPECIAL_TOKENS if token not in tokenizer.get_vocab()]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+        )
     ids = tokenizer.convert_tokens_to_ids
     return {
         "audio_token_id": ids(AUDIO_TOKEN),
