@@ -85,4 +85,7 @@ class SpeakerLMConfig(PreTrainedConfig):
             )
 
 
+# Lets AutoConfig read a saved folder once this module is imported (remote code does the same).
+AutoConfig.register(SpeakerLMConfig.model_type, SpeakerLMConfig, exist_ok=True)
+
 __all__ = ["SpeakerLMConfig", "SPECIAL_TOKENS", "AUDIO_TOKEN", "SPEAKER_TOKEN", "START_TOKEN", "END_TOKEN"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_speakerlm import SpeakerLMConfig
@@ -425,6 +425,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             raise ValueError("the LLM has no LoRA adapters to merge")
         self.language_model = self.language_model.merge_and_unload()
 
+
+AutoModel.register(SpeakerLMConfig, SpeakerLMForConditionalGeneration, exist_ok=True)
 
 __all__ = [
     "SpeakerLMPreTrainedModel",

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from transformers import BatchFeature, ProcessorMixin
+from transformers import AutoFeatureExtractor, AutoProcessor, BatchFeature, ProcessorMixin
 
-from .configuration_speakerlm import AUDIO_TOKEN, END_TOKEN, SPEAKER_TOKEN, START_TOKEN
-from .feature_extraction_speakerlm import pad_features
+from .configuration_speakerlm import AUDIO_TOKEN, END_TOKEN, SPEAKER_TOKEN, START_TOKEN, SpeakerLMConfig
+from .feature_extraction_speakerlm import SpeakerLMFeatureExtractor, pad_features
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 ASR_INSTRUCTION = "Transcribe the speech."
@@ -341,6 +341,10 @@ class SpeakerLMProcessor(ProcessorMixin):
             "speaker_embeddings",
         ]
 
+
+# Lets AutoProcessor / SpeakerLMProcessor.from_pretrained find the feature extractor of a saved folder.
+AutoFeatureExtractor.register(SpeakerLMConfig, SpeakerLMFeatureExtractor, exist_ok=True)
+AutoProcessor.register(SpeakerLMConfig, SpeakerLMProcessor, exist_ok=True)
 
 __all__ = [
     "SpeakerLMProcessor",
