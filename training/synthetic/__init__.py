@@ -1,0 +1,1 @@
+"""Synthetic English speech corpus: espeak-ng speakers, template sentences, utterances, conversation scripts."""
