@@ -1,0 +1,229 @@
+"""The four-stage recipe on a tiny model and a toy corpus: what trains, validation, resume, multi-process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from speakerlm_hf.data import (
+    SpeakerLMDataCollator,
+    alimeeting_sessions,
+    load_prepared,
+    prepare_sessions,
+    write_parquet_shards,
+)
+from speakerlm_hf.data.audio import encode_flac
+from speakerlm_hf.data.toy_corpus import toy_utterances, write_toy_alimeeting
+from speakerlm_hf.testing_utils import tiny_speakerlm
+from speakerlm_hf.trainer import (
+    COMPLETE_MARKER,
+    SkippingCollator,
+    latest_complete_checkpoint,
+    warmup_cosine_factor,
+)
+from training.synthetic.corpus import UTTERANCE_FEATURES
+from training.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE_PARTS = {
+    1: {"audio_projector", "language_model"},
+    2: {"audio_projector", "speaker_projector"},
+    3: {"audio_encoder", "audio_projector", "speaker_projector"},
+    4: {"audio_encoder", "audio_projector", "speaker_projector", "language_model"},
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    model, processor = tiny_speakerlm()
+    model.save_pretrained(root / "assembled")
+    processor.save_pretrained(root / "assembled")
+
+    rows = [
+        {
+            "id": f"utt{i}",
+            "audio": {"bytes": encode_flac(row["audio"]["array"]), "path": None},
+            "text": row["text"],
+            "speaker": row["speaker"],
+            "duration": row["audio"]["array"].size / 16000,
+            "split": "train",
+        }
+        for i, row in enumerate(toy_utterances(num_speakers=6, per_speaker=3, max_sentences=2))
+    ]
+    write_parquet_shards(rows, root / "asr", "train", features=UTTERANCE_FEATURES)
+    write_parquet_shards(rows[:4], root / "asr", "test", features=UTTERANCE_FEATURES)
+
+    write_toy_alimeeting(root / "alimeeting", "Train", session_duration=60.0)
+    sessions = alimeeting_sessions(root / "alimeeting", "Train", "far", 0)
+    prepare_sessions(sessions, root / "prepared", "train")
+    prepare_sessions(sessions, root / "prepared", "test")
+    return root
+
+
+def stage_arguments(corpus: Path, stage: int, source: Path, output: Path, **extra) -> list[str]:
+    data = {1: "asr", 2: "asr"}.get(stage, "prepared")
+    settings = {
+        "stage": stage,
+        "model_name_or_path": source,
+        "train_data": corpus / data,
+        "eval_data": corpus / ("asr" if stage == 1 else "prepared"),
+        "eval_examples": 2,
+        "output_dir": output,
+        "max_steps": 3,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1e-3,
+        "warmup_steps": 1,
+        "save_steps": 100,
+        "eval_strategy": "no",
+        "logging_steps": 1,
+        "dataloader_num_workers": 0,
+        "report_to": "none",
+        "registration_probabilities": "1 0 0",
+        "simulation_duration": 30,
+        "simulation_max_speakers": 3,
+        "max_new_tokens": 16,
+        "lora_r": 4,
+        "use_cpu": "true",
+        "seed": 0,
+    }
+    settings.update(extra)
+    args = []
+    for key, value in settings.items():
+        args += [f"--{key}", *str(value).split(" ")]
+    return args
+
+
+def parts_that_changed(before: dict, after: dict) -> set[str]:
+    assert before.keys() == after.keys()
+    return {key.split(".", 1)[0] for key in before if not torch.equal(before[key], after[key])}
+
+
+def test_four_stages_train_exactly_their_parts(corpus, tmp_path):
+    source = corpus / "assembled"
+    for stage in (1, 2, 3, 4):
+        output = tmp_path / f"stage{stage}"
+        assert train_main(stage_arguments(corpus, stage, source, output)) == 0
+        before = load_file(source / "model.safetensors")
+        after = load_file(output / "final" / "model.safetensors")
+        assert not any("lora" in key for key in after), "LoRA is merged at the end of a stage"
+        assert parts_that_changed(before, after) == STAGE_PARTS[stage], f"stage {stage}"
+        source = output / "final"
+
+
+def test_validation_reports_transcript_scores(corpus, tmp_path):
+    output = tmp_path / "stage2"
+    arguments = stage_arguments(
+        corpus, 2, corpus / "assembled", output, eval_strategy="steps", eval_steps=2, save_steps=2
+    )
+    assert train_main(arguments) == 0
+    state = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())
+    evaluation = [entry for entry in state["log_history"] if "eval_cpcer" in entry]
+    assert evaluation, state["log_history"]
+    assert {"eval_cer", "eval_cpcer", "eval_delta_cp", "eval_sacer"} <= evaluation[0].keys()
+    assert evaluation[0]["eval_cpcer"] >= evaluation[0]["eval_cer"] >= 0
+
+
+def test_loss_falls_on_a_repeated_batch(corpus):
+    model, processor = tiny_speakerlm()
+    row = next(iter(load_prepared(corpus / "prepared", "train")))
+    batch = SpeakerLMDataCollator(processor)([row])
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert sum(losses[5:]) < sum(losses[:5]), losses
+
+
+def test_unusable_samples_are_skipped_and_counted(corpus):
+    _, processor = tiny_speakerlm()
+    rows = list(load_prepared(corpus / "prepared", "train").take(2))
+    broken = {**rows[0], "id": "broken", "audio": {"bytes": b"not audio", "path": "x.flac"}}
+    silent_text = {**rows[1], "id": "empty", "turns": [{**t, "text": " "} for t in rows[1]["turns"]]}
+    collator = SkippingCollator(SpeakerLMDataCollator(processor))
+    batch = collator([rows[0], broken, silent_text, rows[1]])
+    assert batch["input_ids"].shape[0] == 2
+    assert collator.skipped == 2
+    assert any("broken" in reason for reason in collator.reasons)
+    with pytest.raises(ValueError, match="none of the"):
+        collator([broken])
+
+
+def test_learning_rate_warms_up_from_the_start_value_then_decays():
+    factors = [warmup_cosine_factor(step, 10, 110, 0.2) for step in range(111)]
+    assert factors[0] == pytest.approx(0.2)
+    assert factors[5] == pytest.approx(0.6)
+    assert factors[10] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.5)
+    assert factors[110] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+
+
+def run_training(arguments: list[str], **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "training.train", *arguments], cwd=REPO, env=env, **popen)
+
+
+def test_killed_training_resumes_to_the_same_final_step(corpus, tmp_path):
+    output = tmp_path / "stage1"
+    arguments = stage_arguments(corpus, 1, corpus / "assembled", output, max_steps=6, save_steps=2)
+    process = run_training(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while latest_complete_checkpoint(output) is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = latest_complete_checkpoint(output)
+    assert first is not None and not (output / "final").exists()
+    # A checkpoint whose saving was interrupted must never be resumed from.
+    (output / "checkpoint-5").mkdir()
+    (output / "checkpoint-5" / "model.safetensors").write_bytes(b"half written")
+    assert latest_complete_checkpoint(output) == first
+    resumed = run_training(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resuming from {first}" in log
+    assert not (output / "checkpoint-5").exists()
+    state = json.loads((output / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    assert (output / "checkpoint-6" / COMPLETE_MARKER).is_file()
+    assert (output / "final" / "model.safetensors").is_file()
+
+
+def test_two_cpu_processes_train_with_gloo(corpus, tmp_path):
+    output = tmp_path / "ddp"
+    arguments = stage_arguments(
+        corpus, 3, corpus / "assembled", output, max_steps=2, per_device_train_batch_size=1
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        "-m",
+        "training.train",
+        *arguments,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert result.stderr.count("training in 2 process(es)") == 2, result.stderr[-3000:]
+    before = load_file(corpus / "assembled" / "model.safetensors")
+    after = load_file(output / "final" / "model.safetensors")
+    assert parts_that_changed(before, after) == STAGE_PARTS[3]
