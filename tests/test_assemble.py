@@ -10,14 +10,14 @@ import yaml
 from funasr.models.campplus.model import CAMPPlus
 from funasr.models.eres2net.model import ERes2NetV2
 from funasr.models.sense_voice.model import SenseVoiceEncoderSmall
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM
 
 from speakerlm_hf.assemble import assemble_speakerlm, save_atomically
 from speakerlm_hf.cli import main as cli_main
 from speakerlm_hf.configuration_speakerlm import SPECIAL_TOKENS
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
-from speakerlm_hf.testing_utils import TINY_CORPUS
+from speakerlm_hf.testing_utils import TINY_CORPUS, tiny_text_config
 from speakerlm_hf.tokenizer_utils import train_bpe_tokenizer
 
 ENCODER_CONF = {
@@ -36,14 +36,24 @@ ENCODER_CONF = {
     "sanm_shfit": 0,
     "selfattention_layer_type": "sanm",
 }
-FRONTEND_CONF = {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10, "lfr_m": 7, "lfr_n": 6}
+FRONTEND_CONF = {
+    "fs": 16000,
+    "window": "hamming",
+    "n_mels": 80,
+    "frame_length": 25,
+    "frame_shift": 10,
+    "lfr_m": 7,
+    "lfr_n": 6,
+}
 
 
 def randomise(module: torch.nn.Module, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for tensor in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
-            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1 + (1.0 if tensor.ndim == 1 else 0.0))
+            tensor.copy_(
+                torch.randn(tensor.shape, generator=generator) * 0.1 + (1.0 if tensor.ndim == 1 else 0.0)
+            )
 
 
 def write_am_mvn(path, shift: np.ndarray, scale: np.ndarray) -> None:
@@ -73,13 +83,20 @@ def published(tmp_path_factory):
     torch.save(state, sensevoice / "model.pt")
     (sensevoice / "config.yaml").write_text(
         yaml.safe_dump(
-            {"encoder": "SenseVoiceEncoderSmall", "encoder_conf": ENCODER_CONF, "frontend": "WavFrontend", "frontend_conf": FRONTEND_CONF}
+            {
+                "encoder": "SenseVoiceEncoderSmall",
+                "encoder_conf": ENCODER_CONF,
+                "frontend": "WavFrontend",
+                "frontend_conf": FRONTEND_CONF,
+            }
         )
     )
     rng = np.random.default_rng(0)
     shift, scale = -rng.uniform(5, 15, 560), rng.uniform(0.1, 0.3, 560)
     write_am_mvn(sensevoice / "am.mvn", shift, scale)
-    (sensevoice / "configuration.json").write_text(json.dumps({"framework": "pytorch", "task": "auto-speech-recognition"}))
+    (sensevoice / "configuration.json").write_text(
+        json.dumps({"framework": "pytorch", "task": "auto-speech-recognition"})
+    )
 
     eres2netv2 = root / "speech_eres2netv2_sv_zh-cn_16k-common"
     eres2netv2.mkdir()
@@ -98,16 +115,7 @@ def published(tmp_path_factory):
 
     qwen = root / "Qwen2.5-Instruct"
     tokenizer = train_bpe_tokenizer(TINY_CORPUS * 4, vocab_size=300)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_text_config(tokenizer)
     Qwen2ForCausalLM(config).save_pretrained(qwen)
     tokenizer.save_pretrained(qwen)
     return {
@@ -126,7 +134,10 @@ def test_assembled_parts_equal_the_originals(published):
     )
     tokenizer = processor.tokenizer
     for token in SPECIAL_TOKENS:
-        assert tokenizer.convert_tokens_to_ids(token) < model.language_model.get_input_embeddings().weight.shape[0]
+        assert (
+            tokenizer.convert_tokens_to_ids(token)
+            < model.language_model.get_input_embeddings().weight.shape[0]
+        )
     assert model.config.audio_token_id == tokenizer.convert_tokens_to_ids("<|audio_pad|>")
     assert model.language_model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
 
@@ -169,10 +180,27 @@ def test_assemble_cli_writes_a_loadable_checkpoint(published, tmp_path):
     expected = published["modules"]["campplus"](fbank)
     assert (model.speaker_encoder(fbank) - expected).abs().max() <= 1e-4
     audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
-    inputs = processor(audio, speakers={"Mike": np.random.default_rng(1).standard_normal(32000).astype(np.float32)})
+    inputs = processor(
+        audio, speakers={"Mike": np.random.default_rng(1).standard_normal(32000).astype(np.float32)}
+    )
     out = model.generate(**inputs, max_new_tokens=3)
     assert out.shape[1] <= inputs["input_ids"].shape[1] + 3
-    assert cli_main(["assemble", "--sensevoice", str(published["sensevoice"]), "--speaker", str(published["campplus"]), "--llm", str(published["qwen"]), "--output", str(output)]) == 1
+    assert (
+        cli_main(
+            [
+                "assemble",
+                "--sensevoice",
+                str(published["sensevoice"]),
+                "--speaker",
+                str(published["campplus"]),
+                "--llm",
+                str(published["qwen"]),
+                "--output",
+                str(output),
+            ]
+        )
+        == 1
+    )
 
 
 def test_pickled_objects_in_checkpoints_are_refused(published, tmp_path):

@@ -20,6 +20,16 @@ START_TOKEN = "<start>"
 END_TOKEN = "<end>"
 SPECIAL_TOKENS = (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN)
 
+# Model inputs besides the text: audio features and the registered speakers' enrollment.
+AUDIO_AND_ENROLLMENT_INPUTS = (
+    "input_features",
+    "input_features_mask",
+    "enrollment_features",
+    "enrollment_features_mask",
+    "enrollment_speaker_index",
+    "speaker_embeddings",
+)
+
 
 def speaker_config_from_dict(config: dict) -> PreTrainedConfig:
     """Build the speaker-extractor config named by `model_type` (ERes2NetV2 when absent)."""

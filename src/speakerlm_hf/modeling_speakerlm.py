@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from .configuration_speakerlm import SpeakerLMConfig
+from .configuration_speakerlm import AUDIO_AND_ENROLLMENT_INPUTS, SpeakerLMConfig
 from .modeling_campplus import CAMPPlusModel
 from .modeling_eres2netv2 import ERes2NetV2Model
 from .modeling_sensevoice import SenseVoiceEncoderModel
@@ -28,14 +28,7 @@ MODEL_PARTS = ("audio_encoder", "audio_projector", "speaker_encoder", "speaker_p
 TRAINABLE_PARTS = MODEL_PARTS + ("lora",)
 
 # Inputs consumed once, at prefill; dropped from later decoding steps.
-PREFILL_ONLY_INPUTS = (
-    "input_features",
-    "input_features_mask",
-    "enrollment_features",
-    "enrollment_features_mask",
-    "enrollment_speaker_index",
-    "speaker_embeddings",
-)
+PREFILL_ONLY_INPUTS = AUDIO_AND_ENROLLMENT_INPUTS
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:

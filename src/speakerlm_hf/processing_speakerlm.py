@@ -10,7 +10,14 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoProcessor, BatchFeature, ProcessorMixin
 
-from .configuration_speakerlm import AUDIO_TOKEN, END_TOKEN, SPEAKER_TOKEN, START_TOKEN, SpeakerLMConfig
+from .configuration_speakerlm import (
+    AUDIO_AND_ENROLLMENT_INPUTS,
+    AUDIO_TOKEN,
+    END_TOKEN,
+    SPEAKER_TOKEN,
+    START_TOKEN,
+    SpeakerLMConfig,
+)
 from .feature_extraction_speakerlm import SpeakerLMFeatureExtractor, pad_features
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -330,16 +337,7 @@ class SpeakerLMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return [
-            "input_ids",
-            "attention_mask",
-            "input_features",
-            "input_features_mask",
-            "enrollment_features",
-            "enrollment_features_mask",
-            "enrollment_speaker_index",
-            "speaker_embeddings",
-        ]
+        return ["input_ids", "attention_mask", *AUDIO_AND_ENROLLMENT_INPUTS]
 
 
 # Lets AutoProcessor / SpeakerLMProcessor.from_pretrained find the feature extractor of a saved folder.

@@ -31,6 +31,24 @@ def tiny_tokenizer(vocab_size: int = 400):
     return tokenizer
 
 
+def tiny_text_config(tokenizer, **overrides) -> Qwen2Config:
+    """A two-layer, 32-wide Qwen2 config over `tokenizer`'s vocabulary."""
+    fields = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    fields.update(overrides)
+    return Qwen2Config(**fields)
+
+
 def tiny_config(tokenizer, speaker_model: str = "eres2netv2", **overrides) -> SpeakerLMConfig:
     speaker_config = (
         ERes2NetV2Config(m_channels=8, num_blocks=[1, 1, 1, 1], embedding_size=16)
@@ -47,18 +65,7 @@ def tiny_config(tokenizer, speaker_model: str = "eres2netv2", **overrides) -> Sp
             tp_blocks=1,
         ),
         speaker_config=speaker_config,
-        text_config=Qwen2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        ),
+        text_config=tiny_text_config(tokenizer),
         projector_num_heads=4,
         projector_intermediate_size=64,
         audio_token_stride=2,
