@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = (
     "speakerlm_hf.metrics.cli",
     "speakerlm_hf.hub",
     "speakerlm_hf.data.prepare",
+    "speakerlm_hf.transcribe",
 )
 
 
