@@ -43,12 +43,14 @@ REMOTE_CODE = {
     "configuration_speaker_encoders.py",
     "configuration_speakerlm.py",
     "feature_extraction_speakerlm.py",
+    "linking_speakerlm.py",
     "modeling_campplus.py",
     "modeling_eres2netv2.py",
     "modeling_sensevoice.py",
     "modeling_speakerlm.py",
     "pipeline_speakerlm.py",
     "processing_speakerlm.py",
+    "segmentation_speakerlm.py",
 }
 EXPORT_FILES = REMOTE_CODE | {
     "README.md",
