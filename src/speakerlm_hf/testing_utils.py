@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from transformers import Qwen2Config
 
 from .configuration_sensevoice import SenseVoiceEncoderConfig
@@ -95,3 +97,32 @@ def tiny_speakerlm(speaker_model: str = "eres2netv2", seed: int = 0, **overrides
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tiny_processor(tokenizer, config)
+
+
+def fit_transcripts(
+    model: SpeakerLMForConditionalGeneration,
+    processor: SpeakerLMProcessor,
+    samples: Sequence[tuple[object, Mapping | None, str]],
+    steps: int = 150,
+    lr: float = 1e-2,
+    timestamps: bool = False,
+) -> SpeakerLMForConditionalGeneration:
+    """Fit a tiny model's LLM until it answers each `(audio, speakers, target)` sample with `target`.
+
+    A random tiny model says arbitrary text; after a few seconds of fitting on one batch it says the
+    given transcripts exactly (greedy decoding), so end-to-end tests (pipeline, CLI, Space) can check
+    a named transcript. `speakers` is a `{name: clip}` mapping or None; `timestamps` picks the prompt
+    the pipeline uses with `return_timestamps=True`. Returns the model, in eval mode and frozen.
+    """
+    import torch
+
+    audio, speakers, targets = (list(column) for column in zip(*samples, strict=True))
+    batch = processor(audio, speakers=speakers, text=targets, timestamps=timestamps)
+    model.set_trainable_parts(["language_model"])
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval().requires_grad_(False)
