@@ -26,7 +26,9 @@ def timed(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio length per recording")
     parser.add_argument("--batch", type=int, default=4)
@@ -36,7 +38,9 @@ def main() -> None:
 
     model, processor = tiny_speakerlm()
     rng = np.random.default_rng(0)
-    audio = [rng.standard_normal(int(16000 * args.seconds)).astype(np.float32) * 0.1 for _ in range(args.batch)]
+    audio = [
+        rng.standard_normal(int(16000 * args.seconds)).astype(np.float32) * 0.1 for _ in range(args.batch)
+    ]
     speakers = {"Mike": rng.standard_normal(16000 * 5).astype(np.float32) * 0.1}
     target = "spk0: " + "we should move the release to next week. " * 4
     train_batch = processor(audio, speakers=speakers, text=[target] * args.batch)

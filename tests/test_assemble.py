@@ -159,20 +159,18 @@ def test_assembled_parts_equal_the_originals(published):
 
 def test_assemble_cli_writes_a_loadable_checkpoint(published, tmp_path):
     output = tmp_path / "speakerlm"
-    code = cli_main(
-        [
-            "assemble",
-            "--sensevoice",
-            str(published["sensevoice"]),
-            "--speaker",
-            str(published["campplus"]),
-            "--llm",
-            str(published["qwen"]),
-            "--output",
-            str(output),
-        ]
-    )
-    assert code == 0
+    arguments = [
+        "assemble",
+        "--sensevoice",
+        str(published["sensevoice"]),
+        "--speaker",
+        str(published["campplus"]),
+        "--llm",
+        str(published["qwen"]),
+        "--output",
+        str(output),
+    ]
+    assert cli_main(arguments) == 0
     model = SpeakerLMForConditionalGeneration.from_pretrained(output).eval()
     processor = SpeakerLMProcessor.from_pretrained(output)
     assert model.config.speaker_config.model_type == "campplus"
@@ -185,22 +183,8 @@ def test_assemble_cli_writes_a_loadable_checkpoint(published, tmp_path):
     )
     out = model.generate(**inputs, max_new_tokens=3)
     assert out.shape[1] <= inputs["input_ids"].shape[1] + 3
-    assert (
-        cli_main(
-            [
-                "assemble",
-                "--sensevoice",
-                str(published["sensevoice"]),
-                "--speaker",
-                str(published["campplus"]),
-                "--llm",
-                str(published["qwen"]),
-                "--output",
-                str(output),
-            ]
-        )
-        == 1
-    )
+    # The output folder now exists and is not empty: a second run refuses to overwrite it.
+    assert cli_main(arguments) == 1
 
 
 def test_pickled_objects_in_checkpoints_are_refused(published, tmp_path):

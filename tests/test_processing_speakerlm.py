@@ -24,9 +24,9 @@ def processor():
 
 def tone(seconds: float, rate: int = 16000, freq: float = 220.0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)).astype(
-        np.float32
-    )
+    return (
+        0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    ).astype(np.float32)
 
 
 def test_prompts_match_the_spec_byte_for_byte():
@@ -115,7 +115,9 @@ def test_audio_in_any_common_form_gives_the_same_features(processor, tmp_path):
         str(path),
     ):
         # 16-bit quantisation moves log-mel values by about 1e-2 at most.
-        torch.testing.assert_close(processor.feature_extractor(audio)["input_features"], reference, atol=2e-2, rtol=0)
+        torch.testing.assert_close(
+            processor.feature_extractor(audio)["input_features"], reference, atol=2e-2, rtol=0
+        )
 
 
 def test_resampled_input_matches_native_rate(processor):

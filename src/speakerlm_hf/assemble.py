@@ -238,12 +238,20 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sensevoice", default=DEFAULT_SENSEVOICE, help="folder or ModelScope id of SenseVoiceSmall")
-    parser.add_argument("--speaker", default=DEFAULT_SPEAKER_MODEL, help="checkpoint, folder or ModelScope id")
-    parser.add_argument("--speaker-model", choices=("eres2netv2", "campplus"), help="default: from the file name")
+    parser.add_argument(
+        "--sensevoice", default=DEFAULT_SENSEVOICE, help="folder or ModelScope id of SenseVoiceSmall"
+    )
+    parser.add_argument(
+        "--speaker", default=DEFAULT_SPEAKER_MODEL, help="checkpoint, folder or ModelScope id"
+    )
+    parser.add_argument(
+        "--speaker-model", choices=("eres2netv2", "campplus"), help="default: from the file name"
+    )
     parser.add_argument("--speaker-revision", default=DEFAULT_SPEAKER_REVISION, help="ModelScope revision")
     parser.add_argument("--llm", default=DEFAULT_LLM, help="folder or Hugging Face id of the instruct LLM")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--audio-token-stride", type=int, default=2, help="encoder frames (60 ms) per audio token")
+    parser.add_argument(
+        "--audio-token-stride", type=int, default=2, help="encoder frames (60 ms) per audio token"
+    )
     parser.add_argument("--output", required=True, help="new folder for the assembled checkpoint")
     parser.set_defaults(func=run_assemble)
