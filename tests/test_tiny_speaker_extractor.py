@@ -1,0 +1,235 @@
+"""SpeakerLM-Tiny's speaker-extractor recipe: AAM loss, augmentation, EER/minDCF, a short real training run."""
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from speakerlm_hf.data.audio import SAMPLING_RATE
+from speakerlm_hf.modeling_eres2netv2 import ERes2NetV2Model
+from training.tiny.eval_speaker_extractor import (
+    SpeakerUtterances,
+    all_pair_trials,
+    compute_eer,
+    compute_min_dcf,
+    embed_waveforms,
+    enrollment_turn_clips,
+    evaluate_extractor,
+    load_extractor,
+    load_speaker_utterances,
+)
+from training.tiny.speaker_extractor import (
+    AAMSoftmax,
+    AngularPrototypical,
+    AugmentConfig,
+    CropStream,
+    augment,
+    build_extractor,
+    speaker_crop,
+    split_held_out,
+    train_extractor,
+)
+
+HAS_SYNTHESIS = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
+
+
+def test_eer_and_min_dcf_of_hand_made_trials():
+    # targets 0.9 0.8 0.3 / non-targets 0.4 0.2 0.1: a threshold in (0.3, 0.4] misses 1/3 and accepts 1/3
+    scores = np.array([0.9, 0.8, 0.3, 0.4, 0.2, 0.1])
+    targets = np.array([1, 1, 1, 0, 0, 0])
+    assert compute_eer(scores, targets) == pytest.approx(1 / 3)
+    # p=0.01: cost/0.01 = P_miss + 99 P_fa, lowest at P_miss=1/3, P_fa=0
+    assert compute_min_dcf(scores, targets, p_target=0.01) == pytest.approx(1 / 3)
+    assert compute_min_dcf(scores, targets, p_target=0.5) == pytest.approx(1 / 3)
+    # the rates cross between operating points (miss 0, fa 1/4) and (miss 1/2, fa 1/4): interpolated
+    assert compute_eer(
+        np.array([0.9, 0.6, 0.7, 0.5, 0.1, 0.0]), np.array([1, 1, 0, 0, 0, 0])
+    ) == pytest.approx(0.25)
+    assert compute_eer(np.array([0.9, 0.8, 0.2, 0.1]), np.array([1, 1, 0, 0])) == 0.0
+    assert compute_eer(np.array([0.1, 0.2, 0.8, 0.9]), np.array([1, 1, 0, 0])) == 1.0
+    # tied scores move together: one threshold cannot split them
+    assert compute_eer(np.array([0.5, 0.5, 0.5, 0.5]), np.array([1, 1, 0, 0])) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="both target and non-target"):
+        compute_eer(np.array([0.1, 0.2]), np.array([1, 1]))
+
+
+def test_all_pair_trials_score_every_pair_once():
+    embeddings = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), dim=-1)
+    scores, targets = all_pair_trials(embeddings, np.array([0, 0, 1]))
+    np.testing.assert_allclose(scores, [math.sqrt(0.5), 0.0, math.sqrt(0.5)], atol=1e-6)
+    assert targets.tolist() == [1, 0, 0]
+
+
+def test_aam_softmax_target_logit_is_scaled_cos_theta_plus_margin():
+    head = AAMSoftmax(embedding_size=2, num_classes=2, scale=32.0, margin=0.2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+    theta = 0.5
+    embedding = torch.tensor([[math.cos(theta), math.sin(theta)]]) * 7.0
+    loss, logits = head(embedding, torch.tensor([0]))
+    np.testing.assert_allclose(
+        logits[0].tolist(), [32 * math.cos(theta + 0.2), 32 * math.sin(theta)], rtol=1e-5
+    )
+    expected = -torch.log_softmax(logits, dim=1)[0, 0]
+    assert loss.item() == pytest.approx(expected.item())
+    head.margin = 0.0
+    assert head(embedding, torch.tensor([0]))[1][0, 0].item() == pytest.approx(32 * math.cos(theta), rel=1e-5)
+
+
+def test_angular_prototypical_loss_of_known_pairs():
+    loss_fn = AngularPrototypical(init_w=10.0, init_b=-5.0)
+    # pairs (a0, p0), (a1, p1): cos = identity, logits w * I + b: each row [5, -5]
+    embeddings = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    loss = loss_fn(embeddings, torch.tensor([0, 0, 1, 1]))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-10.0)), abs=1e-6)
+    # swapped positives: each anchor's own positive is orthogonal, the other one identical
+    swapped = loss_fn(embeddings[[0, 3, 2, 1]], torch.tensor([0, 0, 1, 1]))
+    assert swapped.item() == pytest.approx(math.log(1 + math.exp(10.0)), rel=1e-4)
+    # two pairs of one speaker: the other pair is masked, not a negative
+    assert loss_fn(embeddings[[0, 3, 2, 1]], torch.tensor([0, 0, 0, 0])).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_pair_stream_yields_two_utterances_of_one_speaker():
+    data = _constant_utterances([[SAMPLING_RATE] * 3] * 4)
+    stream = iter(CropStream(data, max_seconds=0.5, seed=0, pairs=True))
+    for _ in range(20):
+        first, second = next(stream), next(stream)
+        assert first["label"] == second["label"]
+        assert first["waveform"].size == SAMPLING_RATE // 2
+        (a,), (b,) = _sources([first["waveform"]]), _sources([second["waveform"]])
+        assert a != b and data.labels[a] == data.labels[b] == first["label"]
+
+
+def test_augment_adds_noise_at_the_drawn_snr():
+    rng = np.random.default_rng(0)
+    speech = (0.1 * np.sin(np.arange(32000) * 0.05)).astype(np.float32)
+    config = AugmentConfig(
+        noise_probability=1.0, snr_range=(10.0, 10.0), reverb_probability=0.0, gain_db_range=(0.0, 0.0)
+    )
+    noisy = augment(speech, rng, config)
+    noise = noisy - speech
+    snr = 20 * np.log10(np.sqrt(np.mean(speech**2)) / np.sqrt(np.mean(noise**2)))
+    assert snr == pytest.approx(10.0, abs=0.01)
+    quiet = augment(
+        speech, rng, AugmentConfig(noise_probability=0.0, reverb_probability=0.0, gain_db_range=(-6.0, -6.0))
+    )
+    np.testing.assert_allclose(quiet, speech * 10 ** (-6 / 20), rtol=1e-5)
+
+
+def _constant_utterances(lengths_by_speaker: list[list[int]]) -> SpeakerUtterances:
+    """Utterance k is the constant k + 1, so a clip tells which utterances it was cut from."""
+    waveforms, labels = [], []
+    for label, lengths in enumerate(lengths_by_speaker):
+        for length in lengths:
+            waveforms.append(np.full(length, len(waveforms) + 1, dtype=np.int16))
+            labels.append(label)
+    return SpeakerUtterances(waveforms, np.array(labels), [f"s{i}" for i in range(len(lengths_by_speaker))])
+
+
+def _sources(clips: list[np.ndarray]) -> set[int]:
+    """Indices of the constant utterances the clips were cut from."""
+    return {int(v) - 1 for clip in clips for v in np.unique(np.round(clip * 32768))}
+
+
+def test_crops_and_clips_stay_within_one_speaker():
+    second = SAMPLING_RATE
+    data = _constant_utterances([[second] * 6, [2 * second] * 6, [second // 2] * 6])
+    rng = np.random.default_rng(1)
+    by_speaker = data.indices_by_speaker()
+    crop = speaker_crop(data, by_speaker, 12, 3 * second, rng)  # speaker 2's 0.5 s utterances joined
+    assert crop.size == 3 * second
+    sources = _sources([crop])
+    assert 12 in sources and sources <= set(by_speaker[2].tolist())
+
+    enrollments, enrollment_labels, turns, turn_labels = enrollment_turn_clips(data, rng)
+    assert (
+        enrollment_labels.tolist() == [0, 0, 1, 1, 2, 2]
+        and turn_labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    )
+    assert all(3 * second <= e.size <= 10 * second for e in enrollments)
+    assert all(2 * second <= t.size <= 4 * second for t in turns)
+    for label in range(3):
+        enrolled = _sources([e for e, k in zip(enrollments, enrollment_labels, strict=True) if k == label])
+        spoken = _sources([t for t, k in zip(turns, turn_labels, strict=True) if k == label])
+        assert enrolled.isdisjoint(spoken)
+        assert enrolled | spoken <= set(by_speaker[label].tolist())
+
+
+def test_held_out_speakers_leave_the_train_set():
+    data = _constant_utterances([[100] * 3] * 5)
+    train, held = split_held_out(data, 2, seed=0)
+    assert len(train.speakers) == 3 and len(held.speakers) == 2
+    assert set(train.speakers).isdisjoint(held.speakers)
+    assert len(train) == 9 and len(held) == 6
+    assert train.labels.max() == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    from training.synthetic.corpus import generate_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    generate_corpus(out, 48, 24, seed=3, num_train_speakers=8, num_test_speakers=4, workers=1)
+    return out
+
+
+@pytest.mark.skipif(not HAS_SYNTHESIS, reason="needs espeak-ng and sox")
+def test_short_training_lowers_the_aam_loss_and_saves_a_reloadable_extractor(tiny_corpus, tmp_path):
+    torch.manual_seed(0)
+    out = tmp_path / "extractor"
+    extractor, summary = train_extractor(
+        tiny_corpus,
+        out,
+        steps=20,
+        arch="eres2netv2",
+        batch_size=16,
+        crop_seconds=(0.8, 0.8),
+        learning_rate=3e-3,
+        warmup_steps=2,
+        margin_warmup_steps=0,
+        prototypical_weight=0.0,
+        augment_config=None,
+        held_out_speakers=2,
+        eval_every=10,
+        save_every=20,
+        logging_steps=1,
+        threads=1,
+        config_overrides={"m_channels": 16, "num_blocks": [1, 1, 1, 1], "embedding_size": 32},
+    )
+    losses = [loss for _, loss in summary["losses"]]
+    assert len(losses) == 20
+    # seeds 0-3 of this setting end at 0.49-0.61 of the starting loss
+    assert np.mean(losses[-4:]) < 0.75 * np.mean(losses[:4])
+    assert summary["train_speakers"] == 6 and summary["held_out_speakers"] == 2
+    assert [entry["step"] for entry in summary["held_out_eer"]] == [10, 20]
+    assert (out / "checkpoints" / "checkpoint-20").is_dir()
+
+    reloaded = ERes2NetV2Model.from_pretrained(out).eval()
+    assert reloaded.config.m_channels == 16 and reloaded.config.embedding_size == 32
+    features = torch.randn(2, 150, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(features), extractor.eval()(features))
+    assert not any(p.requires_grad for p in extractor.parameters())
+    assert isinstance(load_extractor(out), ERes2NetV2Model)
+
+    test = load_speaker_utterances(tiny_corpus, "test")
+    results = evaluate_extractor(reloaded, test, seed=0)
+    n = len(test)
+    utterance = results["utterance"]
+    assert utterance["target_trials"] + utterance["nontarget_trials"] == n * (n - 1) // 2
+    assert 0.0 <= utterance["eer"] <= 1.0 and 0.0 <= results["enrollment_vs_turn"]["eer"] <= 1.0
+    embeddings = embed_waveforms(reloaded, [test.waveform(0)])
+    assert embeddings.shape == (1, 32) and embeddings.norm().item() == pytest.approx(1.0)
+
+
+def test_campplus_tiny_extractor_size():
+    model = build_extractor("campplus").eval()
+    assert sum(p.numel() for p in model.parameters()) == 1_220_660
+    assert model(torch.randn(1, 120, 80)).shape == (1, 192)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        build_extractor("xvector")

@@ -1,0 +1,1 @@
+"""SpeakerLM-Tiny: the small models trained from scratch on the synthetic corpus."""

@@ -1,0 +1,326 @@
+"""Equal-error rate of a speaker-embedding extractor on the synthetic corpus's unseen test speakers.
+
+Two trial lists, both scored by the cosine of L2-normalised embeddings:
+
+- utterance: every pair of whole test utterances (same speaker = target trial);
+- enrollment vs turn, the way SpeakerLM uses the extractor: each speaker's utterances are split
+  in two halves; enrollment clips (3-10 s) are concatenations of the first half, turns (2-4 s) are
+  built from the second half, and every enrollment is scored against every turn. Also reports
+  closed-set identification accuracy: a turn goes to the speaker whose mean enrollment embedding
+  is nearest, among all test speakers and among 4 (the true one and 3 random others).
+
+    python -m training.tiny.eval_speaker_extractor --model /work/data/speaker_extractor \
+        --corpus /work/data/synthetic-en [--split test] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+
+from speakerlm_hf.audio_frontend import speaker_features
+from speakerlm_hf.configuration_speaker_encoders import CAMPPlusConfig, ERes2NetV2Config
+from speakerlm_hf.data.audio import SAMPLING_RATE, decode_audio
+from speakerlm_hf.modeling_campplus import CAMPPlusModel
+from speakerlm_hf.modeling_eres2netv2 import ERes2NetV2Model
+from training.synthetic.corpus import load_utterances
+
+EXTRACTOR_CLASSES: dict[str, type[PreTrainedModel]] = {
+    ERes2NetV2Config.model_type: ERes2NetV2Model,
+    CAMPPlusConfig.model_type: CAMPPlusModel,
+}
+
+
+@dataclass
+class SpeakerUtterances:
+    """Decoded single-speaker utterances: int16 waveforms at 16 kHz and integer speaker labels."""
+
+    waveforms: list[np.ndarray]
+    labels: np.ndarray
+    speakers: list[str]
+
+    def __len__(self) -> int:
+        return len(self.waveforms)
+
+    def waveform(self, index: int) -> np.ndarray:
+        """Float32 [-1, 1] waveform of utterance `index`."""
+        return self.waveforms[index].astype(np.float32) / 32768.0
+
+    def indices_by_speaker(self) -> list[np.ndarray]:
+        """Utterance indices of each speaker label, in label order."""
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(len(self.speakers) + 1))
+        return [order[bounds[i] : bounds[i + 1]] for i in range(len(self.speakers))]
+
+    def subset(self, indices: Sequence[int]) -> SpeakerUtterances:
+        """The utterances at `indices`, speaker labels renumbered from 0 in first-seen order."""
+        kept = [int(i) for i in indices]
+        old = self.labels[kept]
+        mapping: dict[int, int] = {}
+        for label in old:
+            mapping.setdefault(int(label), len(mapping))
+        speakers = [""] * len(mapping)
+        for label, new in mapping.items():
+            speakers[new] = self.speakers[label]
+        return SpeakerUtterances(
+            [self.waveforms[i] for i in kept],
+            np.array([mapping[int(x)] for x in old], dtype=np.int64),
+            speakers,
+        )
+
+
+def load_speaker_utterances(
+    corpus_dir: str | Path, split: str, max_utterances: int | None = None
+) -> SpeakerUtterances:
+    """Decode a synthetic-corpus split into memory (int16: 12 h of audio take 1.4 GB)."""
+    dataset = load_utterances(corpus_dir, split, streaming=False, decode=False)
+    if max_utterances is not None:
+        dataset = dataset.select(range(min(max_utterances, len(dataset))))
+    waveforms: list[np.ndarray] = []
+    names: list[str] = []
+    for batch in dataset.select_columns(["id", "audio", "speaker"]).iter(batch_size=500):
+        for utt_id, audio, speaker in zip(batch["id"], batch["audio"], batch["speaker"], strict=True):
+            samples = decode_audio(audio, utt_id)
+            waveforms.append(np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16))
+            names.append(speaker)
+    if not waveforms:
+        raise ValueError(f"split {split!r} of {str(corpus_dir)!r} holds no utterances")
+    speakers = sorted(set(names))
+    index = {name: i for i, name in enumerate(speakers)}
+    return SpeakerUtterances(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+
+
+def compute_eer(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Equal-error rate of `scores` for trials marked 1 (target) / 0 (non-target) in `targets`.
+
+    The miss and false-alarm rates are swept over every threshold; where they cross, the EER is
+    interpolated linearly between the two neighbouring operating points.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets).astype(bool)
+    if scores.shape != targets.shape or scores.ndim != 1:
+        raise ValueError(
+            f"scores and targets must be 1-D of equal length, got {scores.shape} and {targets.shape}"
+        )
+    if targets.all() or not targets.any():
+        raise ValueError("EER needs both target and non-target trials")
+    miss, false_alarm = _error_rates(scores, targets)
+    gap = miss - false_alarm  # rises from -1 to +1 as the threshold rises
+    i = int(np.argmax(gap >= 0))
+    if gap[i] == 0 or i == 0:
+        return float((miss[i] + false_alarm[i]) / 2)
+    # crossing between operating points i-1 (gap < 0) and i (gap > 0)
+    t = -gap[i - 1] / (gap[i] - gap[i - 1])
+    return float(false_alarm[i - 1] + t * (false_alarm[i] - false_alarm[i - 1]))
+
+
+def compute_min_dcf(
+    scores: np.ndarray, targets: np.ndarray, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
+) -> float:
+    """Minimum normalised detection cost: min over thresholds of (c_miss P_miss p + c_fa P_fa (1-p)) / default."""
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets).astype(bool)
+    if targets.all() or not targets.any():
+        raise ValueError("minDCF needs both target and non-target trials")
+    miss, false_alarm = _error_rates(scores, targets)
+    cost = c_miss * miss * p_target + c_fa * false_alarm * (1.0 - p_target)
+    return float(cost.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
+
+
+def _error_rates(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Miss and false-alarm rates with the threshold below all scores, then just above each distinct score."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    sorted_targets = targets[order]
+    # a threshold just above sorted_scores[k] rejects every trial up to k; ties move together
+    last_of_value = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    rejected_targets = np.cumsum(sorted_targets)[last_of_value]
+    rejected_nontargets = np.cumsum(~sorted_targets)[last_of_value]
+    num_targets = targets.sum()
+    num_nontargets = targets.size - num_targets
+    miss = np.r_[0.0, rejected_targets / num_targets]
+    false_alarm = np.r_[1.0, (num_nontargets - rejected_nontargets) / num_nontargets]
+    return miss, false_alarm
+
+
+@torch.no_grad()
+def embed_waveforms(model: PreTrainedModel, waveforms: Sequence[np.ndarray]) -> torch.Tensor:
+    """L2-normalised embeddings (N, E) of float32 16 kHz waveforms, one at a time in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        embeddings = [model(speaker_features(w).unsqueeze(0))[0] for w in waveforms]
+    finally:
+        model.train(was_training)
+    return F.normalize(torch.stack(embeddings).float(), dim=-1)
+
+
+def all_pair_trials(embeddings: torch.Tensor, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores and target flags of every unordered pair of distinct rows."""
+    scores = (embeddings @ embeddings.T).numpy()
+    rows, cols = np.triu_indices(len(labels), k=1)
+    return scores[rows, cols], (labels[rows] == labels[cols]).astype(np.int64)
+
+
+def trial_metrics(scores: np.ndarray, targets: np.ndarray) -> dict:
+    """EER and minDCF(0.01) of a trial list, with its size."""
+    return {
+        "eer": compute_eer(scores, targets),
+        "min_dcf_0.01": compute_min_dcf(scores, targets, p_target=0.01),
+        "target_trials": int(targets.sum()),
+        "nontarget_trials": int(targets.size - targets.sum()),
+    }
+
+
+def _concatenated(
+    data: SpeakerUtterances, pool: np.ndarray, first: int, length: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`length` samples starting in utterance `first`, continued by the rest of `pool` in random order.
+
+    The pool is only cycled again when it is too short, so a clip repeats no sentence if it can help it.
+    """
+    others = [int(i) for i in rng.permutation(pool) if int(i) != first]
+    pieces = [data.waveform(first)]
+    total = pieces[0].size
+    k = 0
+    while total < length:
+        pieces.append(data.waveform(others[k % len(others)] if others else first))
+        total += pieces[-1].size
+        k += 1
+    clip = np.concatenate(pieces)
+    start = int(rng.integers(0, clip.size - length + 1))
+    return clip[start : start + length]
+
+
+def enrollment_turn_clips(
+    data: SpeakerUtterances,
+    rng: np.random.Generator,
+    enrollments_per_speaker: int = 2,
+    enrollment_seconds: tuple[float, float] = (3.0, 10.0),
+    turn_seconds: tuple[float, float] = (2.0, 4.0),
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
+    """Enrollment clips and turns that never share an utterance: (enroll, enroll labels, turns, turn labels).
+
+    Each speaker's utterances are shuffled and halved; enrollments concatenate the first half,
+    each utterance of the second half starts one turn (continued by the same half if too short).
+    """
+    enrollments, enrollment_labels, turns, turn_labels = [], [], [], []
+    for label, indices in enumerate(data.indices_by_speaker()):
+        if indices.size < 2:
+            continue
+        shuffled = rng.permutation(indices)
+        half = shuffled.size // 2
+        enrollment_pool, turn_pool = shuffled[:half], shuffled[half:]
+        for _ in range(enrollments_per_speaker):
+            length = int(rng.uniform(*enrollment_seconds) * SAMPLING_RATE)
+            enrollments.append(
+                _concatenated(data, enrollment_pool, int(rng.choice(enrollment_pool)), length, rng)
+            )
+            enrollment_labels.append(label)
+        for first in turn_pool:
+            length = int(rng.uniform(*turn_seconds) * SAMPLING_RATE)
+            turns.append(_concatenated(data, turn_pool, int(first), length, rng))
+            turn_labels.append(label)
+    return enrollments, np.array(enrollment_labels), turns, np.array(turn_labels)
+
+
+def evaluate_extractor(
+    model: PreTrainedModel, data: SpeakerUtterances, seed: int = 0, small_set: int = 4
+) -> dict:
+    """Utterance-pair and enrollment-vs-turn EER/minDCF, and closed-set identification accuracy.
+
+    Identification picks the nearest mean enrollment embedding among all speakers, and among
+    `small_set` speakers (the true one and random others), the size of a meeting's registration.
+    """
+    utterance_embeddings = embed_waveforms(model, [data.waveform(i) for i in range(len(data))])
+    results = {
+        "speakers": len(data.speakers),
+        "utterances": len(data),
+        "utterance": trial_metrics(*all_pair_trials(utterance_embeddings, data.labels)),
+    }
+    rng = np.random.default_rng(seed)
+    enrollments, enrollment_labels, turns, turn_labels = enrollment_turn_clips(data, rng)
+    enrolled = embed_waveforms(model, enrollments)
+    turn_embeddings = embed_waveforms(model, turns)
+    scores = (enrolled @ turn_embeddings.T).numpy()
+    targets = (enrollment_labels[:, None] == turn_labels[None, :]).astype(np.int64)
+    results["enrollment_vs_turn"] = trial_metrics(scores.ravel(), targets.ravel())
+    speakers = np.unique(enrollment_labels)
+    centroids = F.normalize(torch.stack([enrolled[enrollment_labels == s].mean(0) for s in speakers]), dim=-1)
+    turn_scores = (turn_embeddings @ centroids.T).numpy()
+    column = np.searchsorted(speakers, turn_labels)
+    results["enrollment_vs_turn"]["identification_accuracy"] = float(
+        (turn_scores.argmax(axis=1) == column).mean()
+    )
+    results["enrollment_vs_turn"]["candidates"] = int(speakers.size)
+    results["enrollment_vs_turn"][f"identification_accuracy_{small_set}"] = _small_set_accuracy(
+        turn_scores, column, small_set, rng
+    )
+    return results
+
+
+def _small_set_accuracy(scores: np.ndarray, column: np.ndarray, size: int, rng: np.random.Generator) -> float:
+    """Accuracy of picking each turn's speaker among itself and `size - 1` random other enrolled speakers."""
+    size = min(size, scores.shape[1])
+    correct = 0
+    for row, true in enumerate(column):
+        others = rng.choice(np.delete(np.arange(scores.shape[1]), true), size - 1, replace=False)
+        correct += bool(others.size == 0 or scores[row, true] > scores[row, others].max())
+    return correct / len(column)
+
+
+def load_extractor(path: str | Path) -> PreTrainedModel:
+    """An eval-mode ERes2NetV2 or CAM++ extractor saved with `save_pretrained`, picked by its config."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{str(config_file)!r} does not exist; pass a folder written by save_pretrained"
+        )
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in EXTRACTOR_CLASSES:
+        raise ValueError(
+            f"{str(config_file)!r} has model_type {model_type!r}; expected one of {list(EXTRACTOR_CLASSES)}"
+        )
+    return EXTRACTOR_CLASSES[model_type].from_pretrained(path).eval()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.tiny.eval_speaker_extractor",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="folder of a save_pretrained extractor")
+    parser.add_argument("--corpus", required=True, help="synthetic corpus folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--max-utterances", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the enrollment/turn clips")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_extractor(args.model)
+    data = load_speaker_utterances(args.corpus, args.split, args.max_utterances)
+    results = evaluate_extractor(model, data, seed=args.seed)
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
