@@ -36,6 +36,15 @@ from training.tiny.speaker_extractor import (
 HAS_SYNTHESIS = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny tensors: a second OpenMP thread only spin-waits, and on shared cores slows these tests several-fold
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_eer_and_min_dcf_of_hand_made_trials():
     # targets 0.9 0.8 0.3 / non-targets 0.4 0.2 0.1: a threshold in (0.3, 0.4] misses 1/3 and accepts 1/3
     scores = np.array([0.9, 0.8, 0.3, 0.4, 0.2, 0.1])
@@ -188,7 +197,7 @@ def test_short_training_lowers_the_aam_loss_and_saves_a_reloadable_extractor(tin
         steps=20,
         arch="eres2netv2",
         batch_size=16,
-        crop_seconds=(0.8, 0.8),
+        crop_seconds=(0.5, 0.5),
         learning_rate=3e-3,
         warmup_steps=2,
         margin_warmup_steps=0,
@@ -203,7 +212,7 @@ def test_short_training_lowers_the_aam_loss_and_saves_a_reloadable_extractor(tin
     )
     losses = [loss for _, loss in summary["losses"]]
     assert len(losses) == 20
-    # seeds 0-3 of this setting end at 0.49-0.61 of the starting loss
+    # seeds 0-3 of this setting end at 0.54-0.61 of the starting loss
     assert np.mean(losses[-4:]) < 0.75 * np.mean(losses[:4])
     assert summary["train_speakers"] == 6 and summary["held_out_speakers"] == 2
     assert [entry["step"] for entry in summary["held_out_eer"]] == [10, 20]
