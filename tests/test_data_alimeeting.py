@@ -25,7 +25,7 @@ from speakerlm_hf.data.corpora import strip_markup
 from speakerlm_hf.data.prepare import register
 from speakerlm_hf.data.toy_corpus import write_toy_alimeeting
 from speakerlm_hf.processing_speakerlm import IGNORE_INDEX, check_speaker_names, parse_role_transcript
-from speakerlm_hf.testing_utils import tiny_speakerlm
+from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
 RATE = 16000
@@ -186,15 +186,7 @@ def test_registration_sampling_and_collation_train_the_tiny_model(rows, tiny):
     assert batch["enrollment_features"].shape[0] == 6  # one clip for each of 3 + 3 present speakers
     assert batch["speaker_embeddings"].shape == (10, 16)
 
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    losses = []
-    for _ in range(10):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_on_batch(model, batch, steps=10, lr=5e-3)
     model.eval()
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 0.85 * losses[0], losses

@@ -6,7 +6,7 @@ import torch
 
 from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
 from speakerlm_hf.modeling_speakerlm import TRAINABLE_PARTS, SpeakerLMForConditionalGeneration
-from speakerlm_hf.testing_utils import tiny_speakerlm
+from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
 
 TARGETS = ["Mike: the release is planned for Tuesday.", "spk0: good morning everyone.\nspk1: thanks."]
 
@@ -25,16 +25,7 @@ def trained(recordings):
     """A tiny model overfitted on two recordings; returns (model, processor, losses)."""
     audio, speakers = recordings
     model, processor = tiny_speakerlm()
-    batch = processor(audio, speakers=speakers, text=TARGETS)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    losses = []
-    for _ in range(60):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_on_batch(model, processor(audio, speakers=speakers, text=TARGETS), steps=60, lr=5e-3)
     return model.eval(), processor, losses
 
 

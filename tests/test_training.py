@@ -23,7 +23,7 @@ from speakerlm_hf.data import (
 )
 from speakerlm_hf.data.audio import encode_flac
 from speakerlm_hf.data.toy_corpus import toy_utterances, write_toy_alimeeting
-from speakerlm_hf.testing_utils import tiny_speakerlm
+from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
 from speakerlm_hf.trainer import (
     COMPLETE_MARKER,
     SkippingCollator,
@@ -138,16 +138,7 @@ def test_validation_reports_transcript_scores(corpus, tmp_path):
 def test_loss_falls_on_a_repeated_batch(corpus):
     model, processor = tiny_speakerlm()
     row = next(iter(load_prepared(corpus / "prepared", "train")))
-    batch = SpeakerLMDataCollator(processor)([row])
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(10):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_on_batch(model, SpeakerLMDataCollator(processor)([row]), steps=10, lr=1e-2)
     assert losses[-1] < 0.8 * losses[0], losses
     assert sum(losses[5:]) < sum(losses[:5]), losses
 

@@ -99,6 +99,22 @@ def tiny_speakerlm(speaker_model: str = "eres2netv2", seed: int = 0, **overrides
     return model, tiny_processor(tokenizer, config)
 
 
+def train_on_batch(model, batch, steps: int, lr: float) -> list[float]:
+    """`steps` AdamW steps of the trainable parameters on one batch; returns the losses."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 def fit_transcripts(
     model: SpeakerLMForConditionalGeneration,
     processor: SpeakerLMProcessor,
@@ -114,15 +130,8 @@ def fit_transcripts(
     a named transcript. `speakers` is a `{name: clip}` mapping or None; `timestamps` picks the prompt
     the pipeline uses with `return_timestamps=True`. Returns the model, in eval mode and frozen.
     """
-    import torch
-
     audio, speakers, targets = (list(column) for column in zip(*samples, strict=True))
     batch = processor(audio, speakers=speakers, text=targets, timestamps=timestamps)
     model.set_trainable_parts(["language_model"])
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for _ in range(steps):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_on_batch(model, batch, steps, lr)
     return model.eval().requires_grad_(False)
