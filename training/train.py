@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -297,9 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         finish_stage(model)
         final = os.path.join(training_args.output_dir, "final")
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        save_atomically(model, processor, final)
+        save_atomically(model, processor, final, overwrite=True)
         if trainer.generation_examples:
             scores = trainer.transcription_scores(trainer.generation_examples)
             logger.info("final validation: %s", scores)

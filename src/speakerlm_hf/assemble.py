@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -196,20 +197,39 @@ def generation_config_for(llm: str, tokenizer) -> GenerationConfig:
     return config
 
 
-def save_atomically(model, processor, output_dir: str) -> None:
-    """Write model and processor into a temporary sibling folder, then move it into place."""
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and os.listdir(output_dir):
-        raise FileExistsError(f"{output_dir} exists and is not empty; choose a new output folder")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".speakerlm-", dir=parent)
+def move_into_place(new: Path, target: Path, overwrite: bool) -> None:
+    """Rename the finished folder `new` to `target`; an existing `target` is swapped out only with
+    `overwrite`, and restored if the rename fails."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / target.name)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old / target.name, target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_atomically(model, processor, output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write model and processor into a temporary sibling folder, then move it into place, so a
+    failure never leaves a half-written checkpoint (nor, with `overwrite`, loses the old one)."""
+    target = Path(output_dir).absolute()
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists and is not empty; choose a new output folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".speakerlm-", dir=target.parent))
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        if os.path.exists(output_dir):
-            os.rmdir(output_dir)
-        os.replace(staging, output_dir)
+        move_into_place(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

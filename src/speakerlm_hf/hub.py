@@ -37,6 +37,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProces
 from transformers.dynamic_module_utils import custom_object_save, get_relative_imports
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .assemble import move_into_place
 from .configuration_speakerlm import SpeakerLMConfig
 from .feature_extraction_speakerlm import SpeakerLMFeatureExtractor
 from .model_card import CardInfo, EvalEntry, as_entries, meta_model, write_model_card
@@ -285,23 +286,6 @@ def _finish_generation_config(folder: Path, max_new_tokens: int | None) -> None:
     generation_config.save_pretrained(folder)
 
 
-def _move_into_place(new: Path, target: Path, overwrite: bool) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old / target.name)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old / target.name, target)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(
     model: SpeakerLMForConditionalGeneration,
     processor: SpeakerLMProcessor,
@@ -359,7 +343,7 @@ def export_model(
         _finish_generation_config(staging, max_new_tokens)
         write_model_card(staging, card_info, entries)
         check_hub_folder(staging)
-        _move_into_place(staging, target, overwrite)
+        move_into_place(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
