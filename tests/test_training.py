@@ -228,3 +228,51 @@ def test_two_cpu_processes_train_with_gloo(corpus, tmp_path):
     before = load_file(corpus / "assembled" / "model.safetensors")
     after = load_file(output / "final" / "model.safetensors")
     assert parts_that_changed(before, after) == STAGE_PARTS[3]
+
+
+def first_logged_loss(output: Path) -> float:
+    state = json.loads(next(output.glob("checkpoint-*/trainer_state.json")).read_text())
+    return next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
+
+
+def test_from_scratch_overrides_speaker_windows_and_ctc(corpus, tmp_path):
+    """A model trained from scratch: stage 1 trains encoder + LM without LoRA (plus CTC on the audio
+    tokens), stage 2 switches the audio tokens' speaker windows on and trains all but the extractor."""
+    model, processor = tiny_speakerlm(speaker_model="campplus")
+    assembled = tmp_path / "assembled"
+    model.save_pretrained(assembled)
+    processor.save_pretrained(assembled)
+    parts = "audio_encoder audio_projector language_model"
+    common = dict(trainable_parts=parts, lora="false", save_steps=1, max_steps=1)
+    plain, ctc = tmp_path / "plain", tmp_path / "ctc"
+    assert train_main(stage_arguments(corpus, 1, assembled, plain, **common)) == 0
+    assert train_main(stage_arguments(corpus, 1, assembled, ctc, ctc_weight=0.5, **common)) == 0
+    assert first_logged_loss(ctc) > first_logged_loss(plain) + 0.1, "the CTC term is added to the loss"
+    before = load_file(assembled / "model.safetensors")
+    after = load_file(ctc / "final" / "model.safetensors")
+    assert parts_that_changed(before, after) == set(parts.split())
+
+    stage2 = tmp_path / "stage2"
+    arguments = stage_arguments(
+        corpus,
+        2,
+        ctc / "final",
+        stage2,
+        trainable_parts="audio_encoder audio_projector speaker_projector language_model",
+        lora="false",
+        model_config_overrides='{"audio_speaker_window":1.0}',
+        registration_probabilities="0.5 0.5 0",
+    )
+    assert train_main(arguments) == 0
+    config = json.loads((stage2 / "final" / "config.json").read_text())
+    assert config["audio_speaker_window"] == 1.0
+    processor_config = json.loads((stage2 / "final" / "processor_config.json").read_text())
+    assert processor_config["feature_extractor"]["return_speaker_features"] is True
+    changed = parts_that_changed(after, load_file(stage2 / "final" / "model.safetensors"))
+    assert changed == {"audio_encoder", "audio_projector", "speaker_projector", "language_model"}
+
+
+def test_lora_part_without_lora_is_refused(corpus, tmp_path):
+    arguments = stage_arguments(corpus, 1, corpus / "assembled", tmp_path / "x", lora="false")
+    with pytest.raises(ValueError, match="LoRA is off"):
+        train_main(arguments)

@@ -12,7 +12,9 @@ LoRA merged. A rerun in the same `output_dir` resumes from the newest complete c
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import json
 import logging
 import os
 import sys
@@ -39,6 +41,7 @@ from speakerlm_hf.trainer import (
     GenerationExample,
     SkippingCollator,
     SpeakerLMTrainer,
+    Stage,
     finish_stage,
     latest_complete_checkpoint,
     prepare_model_for_stage,
@@ -82,8 +85,28 @@ class StageArguments:
     simulation_min_speakers: int = 2
     simulation_max_speakers: int = 4
     simulation_duration: float = 50.0
+    simulation_min_duration: float | None = field(
+        default=None, metadata={"help": "draw each session's length from [this, simulation_duration]"}
+    )
+    simulation_continue_probability: float = 0.3
     simulation_noise_probability: float = 0.0
     simulation_reverb_probability: float = 0.0
+    trainable_parts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "parts to train instead of the stage's (e.g. a model trained from scratch trains "
+            "audio_encoder, audio_projector and language_model in stage 1)"
+        },
+    )
+    lora: bool | None = field(
+        default=None, metadata={"help": "add LoRA or not, instead of the stage's choice"}
+    )
+    model_config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": 'JSON of model-config fields to change when loading, e.g. {"audio_speaker_window": 1.5}'
+        },
+    )
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -94,6 +117,12 @@ class StageArguments:
         default=1e-5, metadata={"help": "learning rate at the start of the warm-up"}
     )
     max_new_tokens: int = 256
+    ctc_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "auxiliary CTC on the audio tokens (models trained from scratch, stage 1); 0 = off"
+        },
+    )
     generation_batch_size: int = 4
 
     def __post_init__(self):
@@ -157,6 +186,8 @@ def training_dataset(args: StageArguments, seed: int):
             min_speakers=args.simulation_min_speakers,
             max_speakers=args.simulation_max_speakers,
             duration=args.simulation_duration,
+            min_duration=args.simulation_min_duration,
+            continue_probability=args.simulation_continue_probability,
             noise_probability=args.simulation_noise_probability,
             reverb_probability=args.simulation_reverb_probability,
         )
@@ -242,18 +273,31 @@ def build_collator(args: StageArguments, processor, task: str, seed: int) -> Ski
     return SkippingCollator(collator)
 
 
+def stage_with_overrides(stage: Stage, args: StageArguments) -> Stage:
+    """The stage's trainable parts and LoRA choice, unless the arguments override them."""
+    if args.trainable_parts is not None:
+        stage = dataclasses.replace(stage, trainable_parts=tuple(args.trainable_parts))
+    if args.lora is not None:
+        stage = dataclasses.replace(stage, lora=args.lora)
+    if "lora" in stage.trainable_parts and not stage.lora:
+        raise ValueError(f"stage {stage.number} trains 'lora' but LoRA is off")
+    return stage
+
+
 def main(argv: list[str] | None = None) -> int:
     stage_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stage = STAGES[stage_args.stage]
+    stage = stage_with_overrides(STAGES[stage_args.stage], stage_args)
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False
     # Enrollment tensors are indexed by registered speaker, not by sample: batches must be
     # collated in each process rather than dispatched and sliced by accelerate.
     training_args.accelerator_config.dispatch_batches = False
 
-    model = SpeakerLMForConditionalGeneration.from_pretrained(stage_args.model_name_or_path)
+    overrides = json.loads(stage_args.model_config_overrides) if stage_args.model_config_overrides else {}
+    model = SpeakerLMForConditionalGeneration.from_pretrained(stage_args.model_name_or_path, **overrides)
     processor = SpeakerLMProcessor.from_pretrained(stage_args.model_name_or_path)
+    processor.match_model(model.config)
     prepare_model_for_stage(
         model,
         stage,
@@ -283,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         task=stage.task,
         generation_batch_size=stage_args.generation_batch_size,
         max_new_tokens=stage_args.max_new_tokens,
+        ctc_weight=stage_args.ctc_weight,
     )
     logger.info("training in %d process(es)", training_args.world_size)
     resume = latest_complete_checkpoint(

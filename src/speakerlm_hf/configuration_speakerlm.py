@@ -24,6 +24,8 @@ SPECIAL_TOKENS = (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN)
 AUDIO_AND_ENROLLMENT_INPUTS = (
     "input_features",
     "input_features_mask",
+    "speaker_features",
+    "speaker_features_mask",
     "enrollment_features",
     "enrollment_features_mask",
     "enrollment_speaker_index",
@@ -56,6 +58,11 @@ class SpeakerLMConfig(PreTrainedConfig):
             the audio projector's Transformer layers, run at the audio encoder's width.
         audio_token_stride: kernel and stride of the projector's convolution: how many encoder frames
             (60 ms each with LFR 7/6) become one audio token of the LLM.
+        audio_speaker_window: 0 (the paper's model) or a window in seconds: each audio token then
+            also carries the frozen extractor's embedding of the audio around it (a window of this
+            length centred on the token), projected by the speaker projector. This gives the LLM
+            the voice signal it needs to tell speakers apart without registration, in the same
+            space as the enrolled speakers' embeddings. Needs a CAM++ extractor.
         audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
             projected enrollment embeddings.
         start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
@@ -76,6 +83,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     projector_intermediate_size: int = 2048
     projector_dropout: float = 0.0
     audio_token_stride: int = 2
+    audio_speaker_window: float = 0.0
     audio_token_id: int | None = None
     speaker_token_id: int | None = None
     start_token_id: int | None = None
@@ -88,6 +96,12 @@ class SpeakerLMConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.audio_token_stride < 1:
             raise ValueError(f"audio_token_stride must be >= 1, got {self.audio_token_stride}")
+        if self.audio_speaker_window < 0:
+            raise ValueError(f"audio_speaker_window must be >= 0 seconds, got {self.audio_speaker_window}")
+        if self.audio_speaker_window and self.speaker_config.model_type != "campplus":
+            raise ValueError(
+                "audio_speaker_window needs a CAM++ speaker extractor (speaker_config.model_type 'campplus')"
+            )
         if self.audio_config.hidden_size % self.projector_num_heads:
             raise ValueError(
                 f"projector_num_heads ({self.projector_num_heads}) must divide the audio encoder width "

@@ -114,6 +114,9 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
             which cuts them into segments.
         min_enrollment_duration / max_enrollment_piece: enrollment clips shorter than the first are
             refused; longer than the second they are cut into equal pieces of at most that length.
+        return_speaker_features: also return `speaker_features` (mean-normalised 80-bin fbank of
+            the whole input, masked by `speaker_features_mask`), for models whose audio tokens
+            carry the extractor's sliding-window embeddings (`audio_speaker_window` > 0).
     """
 
     model_input_names = ["input_features", "input_features_mask"]
@@ -131,6 +134,7 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
         max_duration: float = 600.0,
         min_enrollment_duration: float = 1.0,
         max_enrollment_piece: float = 10.0,
+        return_speaker_features: bool = False,
         **kwargs,
     ):
         super().__init__(
@@ -151,6 +155,7 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
         self.max_duration = max_duration
         self.min_enrollment_duration = min_enrollment_duration
         self.max_enrollment_piece = max_enrollment_piece
+        self.return_speaker_features = return_speaker_features
 
     def num_frames(self, num_samples: int) -> int:
         """Number of `input_features` frames for a waveform of `num_samples` samples at 16 kHz."""
@@ -182,9 +187,13 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
         batch = raw_speech if isinstance(raw_speech, list) else [raw_speech]
         shift = torch.tensor(self.cmvn_shift)
         scale = torch.tensor(self.cmvn_scale)
+        waveforms = [
+            self.load(item, sampling_rate, f"audio input #{i}" if len(batch) > 1 else None)
+            for i, item in enumerate(batch)
+        ]
         features = [
             sensevoice_features(
-                self.load(item, sampling_rate, f"audio input #{i}" if len(batch) > 1 else None),
+                waveform,
                 shift,
                 scale,
                 lfr_m=self.lfr_m,
@@ -192,12 +201,15 @@ class SpeakerLMFeatureExtractor(SequenceFeatureExtractor):
                 num_mel_bins=self.num_mel_bins,
                 sample_rate=self.sampling_rate,
             )
-            for i, item in enumerate(batch)
+            for waveform in waveforms
         ]
         padded, mask = pad_features(features, self.padding_value)
-        return BatchFeature(
-            {"input_features": padded, "input_features_mask": mask}, tensor_type=return_tensors
-        )
+        data = {"input_features": padded, "input_features_mask": mask}
+        if self.return_speaker_features:
+            data["speaker_features"], data["speaker_features_mask"] = pad_features(
+                [speaker_features(w, self.sampling_rate, self.num_mel_bins) for w in waveforms]
+            )
+        return BatchFeature(data, tensor_type=return_tensors)
 
     def enrollment_pieces(self, waveform: np.ndarray, what: str) -> list[np.ndarray]:
         """Cut an enrollment clip into equal pieces of at most `max_enrollment_piece` seconds."""

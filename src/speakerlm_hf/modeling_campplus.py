@@ -201,6 +201,12 @@ class CAMPPlusModel(CAMPPlusPreTrainedModel):
 
     def forward(self, input_features: torch.FloatTensor) -> torch.FloatTensor:
         """Speaker embeddings (B, embedding_size) of mean-normalised fbank features (B, T, feat_dim)."""
+        x = self.frame_features(input_features)
+        # statistics pooling: mean and unbiased std over frames
+        return self.embed_statistics(x.mean(dim=-1), x.std(dim=-1))
+
+    def frame_features(self, input_features: torch.FloatTensor) -> torch.FloatTensor:
+        """Frame-level features before statistics pooling: (B, channels, frames / 2)."""
         check_fbank_input(input_features, self.config.feat_dim)
         x = input_features.to(self.frontend.conv_in.weight.dtype).transpose(1, 2)
         x = self.tdnn(self.frontend(x))
@@ -208,10 +214,45 @@ class CAMPPlusModel(CAMPPlusPreTrainedModel):
             for layer in layers:
                 x = torch.cat((x, layer(x)), dim=1)
             x = transition(x)
-        x = self.out_norm_act(x)
-        # statistics pooling: mean and unbiased std over frames
-        stats = torch.cat((x.mean(dim=-1), x.std(dim=-1)), dim=1)
+        return self.out_norm_act(x)
+
+    def embed_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> torch.FloatTensor:
+        """Embeddings (N, embedding_size) of pooled statistics, each (N, channels)."""
+        stats = torch.cat((mean, std), dim=1).to(self.embedding.weight.dtype)
         return self.embedding_norm(self.embedding(stats))
+
+    def windowed_embeddings(
+        self, input_features: torch.FloatTensor, lengths: torch.Tensor, centers: torch.Tensor, window: int
+    ) -> torch.FloatTensor:
+        """Embeddings of windows of `window` input frames around `centers` (B, N) input frames.
+
+        The backbone runs once over each input; each window pools its frames' statistics, so a window
+        that covers a whole input gives that input's `forward` embedding. Windows are shifted to lie
+        inside the valid frames (`lengths`). Returns (B, N, embedding_size).
+        """
+        x = self.frame_features(input_features).float()
+        batch, channels, frames = x.shape
+        ratio = frames / input_features.shape[1]
+        valid = torch.clamp(torch.ceil(lengths.to(x.device).float() * ratio).long(), 1, frames)[:, None]
+        width = torch.clamp(torch.full_like(valid, max(2, round(window * ratio))), max=valid)
+        start = torch.round(centers.to(x.device).float() * ratio).long() - width // 2
+        start = torch.minimum(start.clamp_min(0), valid - width)
+        end = start + width
+        zeros = x.new_zeros(batch, channels, 1)
+        sums = torch.cat((zeros, x.cumsum(-1)), -1)
+        squares = torch.cat((zeros, (x * x).cumsum(-1)), -1)
+
+        def window_sum(cumulative: torch.Tensor) -> torch.Tensor:
+            gather = lambda index: cumulative.gather(-1, index[:, None, :].expand(-1, channels, -1))  # noqa: E731
+            return (gather(end) - gather(start)).transpose(1, 2)  # (B, N, C)
+
+        count = width[..., None].float()
+        mean = window_sum(sums) / count
+        variance = (window_sum(squares) - count * mean * mean) / (count - 1).clamp_min(1)
+        std = variance.clamp_min(0).sqrt()
+        num = centers.shape[1]
+        out = self.embed_statistics(mean.reshape(batch * num, channels), std.reshape(batch * num, channels))
+        return out.reshape(batch, num, -1)
 
 
 _RES_BLOCK_PARTS = {

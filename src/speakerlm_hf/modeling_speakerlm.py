@@ -36,6 +36,13 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Ten
     return torch.arange(max_length, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+def feature_lengths(features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Valid frames of each padded (batch, frames, dim) input: the mask's sums, or all frames."""
+    if mask is None:
+        return torch.full((features.shape[0],), features.shape[1], dtype=torch.long, device=features.device)
+    return mask.sum(-1).long()
+
+
 class SpeakerLMProjectorLayer(nn.Module):
     """Pre-norm Transformer layer with padding-aware self-attention."""
 
@@ -149,21 +156,63 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         return self.language_model.get_output_embeddings()
 
     def get_audio_features(
-        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor | None = None,
+        speaker_features: torch.Tensor | None = None,
+        speaker_features_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Projected audio tokens of every sample, concatenated in batch order: (total_tokens, hidden)."""
-        if input_features_mask is None:
-            lengths = torch.full(
-                (input_features.shape[0],),
-                input_features.shape[1],
-                dtype=torch.long,
-                device=input_features.device,
-            )
-        else:
-            lengths = input_features_mask.sum(-1).long()
+        """Projected audio tokens of every sample, concatenated in batch order: (total_tokens, hidden).
+
+        With `config.audio_speaker_window`, each token also gets the projected extractor embedding
+        of the window of `speaker_features` centred on it.
+        """
+        lengths = feature_lengths(input_features, input_features_mask)
         encoded = self.audio_encoder(input_features, feature_lengths=lengths)
         tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
+        if self.config.audio_speaker_window:
+            if speaker_features is None:
+                raise ValueError(
+                    "this model's audio tokens carry speaker embeddings (audio_speaker_window > 0): give "
+                    "speaker_features (SpeakerLMProcessor does once `processor.match_model(model.config)`)"
+                )
+            windows = self.audio_speaker_embeddings(
+                speaker_features,
+                feature_lengths(speaker_features, speaker_features_mask),
+                lengths,
+                tokens.shape[1],
+            )
+            tokens = tokens + self.speaker_projector(windows.to(self.speaker_projector.weight.dtype)).to(
+                tokens.dtype
+            )
         return tokens[~lengths_to_padding_mask(token_lengths, tokens.shape[1])]
+
+    def audio_speaker_embeddings(
+        self,
+        speaker_features: torch.Tensor,
+        speaker_lengths: torch.Tensor,
+        input_lengths: torch.Tensor,
+        num_tokens: int,
+    ) -> torch.Tensor:
+        """Raw extractor embeddings (B, num_tokens, embedding_size) of a window around each audio token.
+
+        Token i covers encoder frames [i * stride, (i + 1) * stride); its centre in speaker-feature
+        frames follows from the ratio of the two frame counts (6 with LFR 7/6 over 10 ms fbank).
+        """
+        if not hasattr(self.speaker_encoder, "windowed_embeddings"):
+            raise ValueError(
+                "audio_speaker_window needs a speaker extractor with windowed_embeddings (CAM++)"
+            )
+        frames_per_input = speaker_lengths.float() / input_lengths.float().clamp_min(1)
+        index = torch.arange(num_tokens, device=speaker_features.device, dtype=torch.float32)
+        stride = self.config.audio_token_stride
+        centers = (index[None, :] + 0.5) * stride * frames_per_input[:, None].to(index.device)
+        window = round(self.config.audio_speaker_window * 100)  # 10 ms fbank frames
+        trainable = any(p.requires_grad for p in self.speaker_encoder.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            return self.speaker_encoder.windowed_embeddings(
+                speaker_features, speaker_lengths, centers, window
+            )
 
     def get_speaker_embeddings(
         self,
@@ -255,6 +304,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         enrollment_features_mask: torch.Tensor | None = None,
         enrollment_speaker_index: torch.Tensor | None = None,
         speaker_embeddings: torch.Tensor | None = None,
+        speaker_features: torch.Tensor | None = None,
+        speaker_features_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Text embeddings with projected audio and speaker embeddings at their placeholders."""
         config = self.config
@@ -262,7 +313,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         if (input_ids == config.audio_token_id).any():
             if input_features is None:
                 raise ValueError("the prompt has audio placeholders but no input_features were given")
-            audio = self.get_audio_features(input_features, input_features_mask)
+            audio = self.get_audio_features(
+                input_features, input_features_mask, speaker_features, speaker_features_mask
+            )
             inputs_embeds = self.scatter_placeholders(
                 inputs_embeds, input_ids, config.audio_token_id, audio, "audio"
             )
@@ -294,6 +347,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         enrollment_features_mask: torch.Tensor | None = None,
         enrollment_speaker_index: torch.LongTensor | None = None,
         speaker_embeddings: torch.FloatTensor | None = None,
+        speaker_features: torch.FloatTensor | None = None,
+        speaker_features_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -307,6 +362,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             speaker (its placeholder's rank in the batch, row-major) each piece belongs to.
         speaker_embeddings: (speakers, embedding_size) precomputed raw embeddings, one per speaker
             placeholder; rows of speakers that have enrollment pieces are recomputed from them.
+        speaker_features / speaker_features_mask: (batch, frames, 80) mean-normalised fbank of the
+            whole input, read when `config.audio_speaker_window` > 0.
         labels: (batch, length) target ids, -100 on the prompt and padding.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -320,6 +377,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 enrollment_features_mask,
                 enrollment_speaker_index,
                 speaker_embeddings,
+                speaker_features,
+                speaker_features_mask,
             )
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,

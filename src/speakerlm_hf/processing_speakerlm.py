@@ -190,6 +190,11 @@ class SpeakerLMProcessor(ProcessorMixin):
         if missing:
             raise ValueError(f"the tokenizer lacks SpeakerLM's special tokens {missing}; add them first")
 
+    def match_model(self, config) -> None:
+        """Produce the inputs `config`'s model reads: the whole input's speaker features when its
+        audio tokens carry sliding-window speaker embeddings."""
+        self.feature_extractor.return_speaker_features = bool(getattr(config, "audio_speaker_window", 0))
+
     @property
     def reserved_texts(self) -> list[str]:
         """Texts a speaker name must not contain: every special or added token."""

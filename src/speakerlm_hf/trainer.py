@@ -154,6 +154,12 @@ class SpeakerLMTrainer(Trainer):
         generation_examples: validation recordings that `evaluate` transcribes and scores.
         task / timestamps: what the validation prompts ask for.
         generation_batch_size / max_new_tokens: generation settings of the validation.
+        ctc_weight: weight of an auxiliary CTC loss that makes the projected audio tokens, scored
+            against the LLM's own input embeddings (no new parameters; the pad token is the blank),
+            spell the target's text tokens. It lets an encoder and LLM trained from scratch align
+            audio with words in minutes instead of hours; 0 (the default, and the paper's recipe)
+            turns it off. Meant for ASR targets (stage 1): special tokens are left out of the
+            CTC target, role labels are not.
     """
 
     def __init__(
@@ -165,15 +171,54 @@ class SpeakerLMTrainer(Trainer):
         timestamps: bool = False,
         generation_batch_size: int = 4,
         max_new_tokens: int = 256,
+        ctc_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if ctc_weight < 0:
+            raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
+        self.ctc_weight = ctc_weight
         self.warmup_start_lr = warmup_start_lr
         self.generation_examples = list(generation_examples)
         self.task = task
         self.timestamps = timestamps
         self.generation_batch_size = generation_batch_size
         self.max_new_tokens = max_new_tokens
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.ctc_weight or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        captured = []
+        unwrapped = self.accelerator.unwrap_model(model)
+        handle = unwrapped.audio_projector.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        finally:
+            handle.remove()
+        if captured:
+            tokens, token_lengths = captured[-1]
+            loss = loss + self.ctc_weight * self.audio_ctc_loss(
+                unwrapped, tokens, token_lengths, inputs["labels"]
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def audio_ctc_loss(self, model, tokens, token_lengths, labels) -> torch.Tensor:
+        """CTC of the audio tokens' scores against the input embeddings, on the labels' text tokens."""
+        tokenizer = self.processing_class.tokenizer
+        special = torch.tensor(sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)))
+        keep = (labels != -100) & ~torch.isin(labels, special.to(labels.device))
+        targets = [row[mask] for row, mask in zip(labels, keep, strict=True)]
+        embeddings = model.get_input_embeddings().weight
+        log_probs = torch.log_softmax((tokens.float() @ embeddings.float().T), dim=-1).transpose(0, 1)
+        return torch.nn.functional.ctc_loss(
+            log_probs,
+            torch.cat(targets),
+            token_lengths,
+            torch.tensor([t.numel() for t in targets], device=labels.device),
+            blank=tokenizer.pad_token_id,
+            reduction="mean",
+            zero_infinity=True,
+        )
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:

@@ -68,6 +68,7 @@ class SimulationConfig:
     min_speakers: int = 2
     max_speakers: int = 4
     duration: float = 50.0
+    min_duration: float | None = None
     leading_silence: tuple[float, float] = (0.0, 1.0)
     gap_range: tuple[float, float] = (0.1, 1.5)
     overlap_probability: float = 0.1
@@ -92,6 +93,8 @@ class SimulationConfig:
             )
         if self.duration <= 0 or self.max_utterance <= 0:
             raise ValueError("duration and max_utterance must be positive")
+        if self.min_duration is not None and not 0 < self.min_duration <= self.duration:
+            raise ValueError(f"min_duration must be in (0, duration], got {self.min_duration}")
         for name in RANGE_FIELDS:
             low, high = getattr(self, name)
             if low > high:
@@ -240,7 +243,12 @@ class ConversationSimulator:
     def simulate(self, rng: np.random.Generator, name: str = "sim") -> dict:
         """One conversation in the prepared rows' form."""
         config, rate = self.config, self.sampling_rate
-        total = round(config.duration * rate)
+        seconds = (
+            config.duration
+            if config.min_duration is None
+            else rng.uniform(config.min_duration, config.duration)
+        )
+        total = round(seconds * rate)
         for _ in range(5):
             count = int(rng.integers(config.min_speakers, config.max_speakers + 1))
             chosen = [self.speakers[i] for i in rng.choice(len(self.speakers), size=count, replace=False)]

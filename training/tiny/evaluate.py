@@ -1,0 +1,205 @@
+"""Score a SpeakerLM on held-out sessions in the three registration modes, overall and by turn pattern.
+
+    python -m training.tiny.evaluate --model outputs/tiny/stage4/final --data /work/data/meetings-test \
+        --limit 150 --extra-speakers 20 --output outputs/tiny/eval.json
+
+For each prepared session (`training/tiny/meetings.py`, unseen voices and sentences):
+- No-Regist: the model labels speakers spk0, spk1, ...; scored with cpCER (and CER, Δcp).
+- Match-Regist: every present speaker enrolled by its clip under a name drawn for the session;
+  scored with saCER (and Δsa), names must match.
+- Over-Regist: the same plus `--extra-speakers` absent speakers, enrolled by clips of voices
+  from other sessions; scored with saCER / Δsa.
+Sessions where a speaker continues after a pause (AAB / ABB: two consecutive reference turns of
+one speaker) are also scored apart from the others: a model that changes label at every pause
+fails there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speakerlm_hf.data import load_prepared
+from speakerlm_hf.data.audio import decode_audio
+from speakerlm_hf.data.registration import DEFAULT_NAMES
+from speakerlm_hf.metrics import score_sessions
+from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
+from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
+
+MODES = ("no", "match", "over")
+
+
+def has_continuation(turns: list[dict]) -> bool:
+    ordered = sorted(turns, key=lambda t: (t["start"], t["end"]))
+    return any(a["speaker"] == b["speaker"] for a, b in pairwise(ordered))
+
+
+def load_sessions(folder: str, split: str, limit: int | None) -> list[dict]:
+    rows = load_prepared(folder, split, streaming=False)
+    sessions = []
+    for row in rows.select(range(min(limit or len(rows), len(rows)))):
+        name = row["id"]
+        sessions.append(
+            {
+                "id": name,
+                "audio": decode_audio(row["audio"], f"audio of {name!r}"),
+                "turns": [dict(t) for t in row["turns"]],
+                "enrollment": {
+                    e["speaker"]: decode_audio(e["clips"][0], f"enrollment of {e['speaker']!r}")
+                    for e in row["enrollment"]
+                    if e["clips"]
+                },
+            }
+        )
+    return sessions
+
+
+def registrations(sessions: list[dict], extra: int, seed: int) -> dict[str, list[dict | None]]:
+    """For each mode, one `{name: clip}` per session (None for No-Regist) and the reference names."""
+    out = {mode: [] for mode in MODES}
+    for index, session in enumerate(sessions):
+        rng = np.random.default_rng([seed, index])
+        present = list(
+            dict.fromkeys(t["speaker"] for t in sorted(session["turns"], key=lambda t: t["start"]))
+        )
+        others = [
+            (s, clip)
+            for j, other in enumerate(sessions)
+            if j != index
+            for s, clip in other["enrollment"].items()
+            if s not in present
+        ]
+        unique = list({s: clip for s, clip in others}.items())
+        chosen = [unique[i] for i in rng.permutation(len(unique))[:extra]]
+        names = [str(n) for n in rng.permutation([n for n in DEFAULT_NAMES if n.isascii()])]
+        naming = dict(zip(present + [s for s, _ in chosen], names, strict=False))
+        match = {naming[s]: session["enrollment"][s] for s in present}
+        over_items = list(match.items()) + [(naming[s], clip) for s, clip in chosen]
+        order = rng.permutation(len(over_items))
+        out["no"].append(None)
+        out["match"].append(match)
+        out["over"].append(dict(over_items[i] for i in order))
+        session["naming"] = naming
+    return out
+
+
+@torch.no_grad()
+def transcribe(model, processor, sessions, speakers, batch_size: int, max_new_tokens: int) -> list[str]:
+    texts = []
+    for start in range(0, len(sessions), batch_size):
+        chunk = sessions[start : start + batch_size]
+        inputs = processor([s["audio"] for s in chunk], speakers=speakers[start : start + batch_size])
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        texts += processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
+    return texts
+
+
+def score(sessions, hypotheses, mode: str, subset=None) -> dict:
+    chosen = [i for i in range(len(sessions)) if subset is None or subset(sessions[i])]
+    if not chosen:
+        return {}
+    named = mode != "no"
+    reference = {
+        sessions[i]["id"]: [
+            {**t, "speaker": sessions[i]["naming"][t["speaker"]] if named else t["speaker"]}
+            for t in sessions[i]["turns"]
+        ]
+        for i in chosen
+    }
+    hypothesis = {sessions[i]["id"]: hypotheses[i] for i in chosen}
+    report = score_sessions(reference, hypothesis, mode="sa" if named else "cp")
+    return {
+        "sessions": len(chosen),
+        "cer": report.cer.rate,
+        ("sacer" if named else "cpcer"): report.attributed.rate,
+        ("delta_sa" if named else "delta_cp"): report.delta,
+        "speaker_count_accuracy": report.speaker_count_accuracy,
+    }
+
+
+def evaluate(
+    model_dir: str,
+    data: str,
+    split: str,
+    limit: int | None,
+    extra: int,
+    seed: int,
+    batch_size: int = 8,
+    max_new_tokens: int = 400,
+) -> dict:
+    model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = SpeakerLMProcessor.from_pretrained(model_dir)
+    processor.match_model(model.config)
+    sessions = load_sessions(data, split, limit)
+    speakers = registrations(sessions, extra, seed)
+    results, outputs = {}, {}
+    audio_seconds = sum(s["audio"].size for s in sessions) / 16000
+    for mode in MODES:
+        began = time.perf_counter()
+        texts = transcribe(model, processor, sessions, speakers[mode], batch_size, max_new_tokens)
+        elapsed = time.perf_counter() - began
+        hypotheses = [
+            [{"speaker": t["speaker"], "text": t["text"]} for t in parse_role_transcript(text)]
+            for text in texts
+        ]
+        results[mode] = {
+            "all": score(sessions, hypotheses, mode),
+            "continuation": score(sessions, hypotheses, mode, lambda s: has_continuation(s["turns"])),
+            "no_continuation": score(sessions, hypotheses, mode, lambda s: not has_continuation(s["turns"])),
+            "rtf": elapsed / audio_seconds,
+        }
+        outputs[mode] = {s["id"]: text for s, text in zip(sessions, texts, strict=True)}
+    results["extra_speakers"] = extra
+    results["audio_hours"] = audio_seconds / 3600
+    return {"results": results, "transcripts": outputs}
+
+
+def format_results(results: dict) -> str:
+    lines = [f"{'mode':<8} {'subset':<16} {'n':>4} {'CER %':>7} {'cp/saCER %':>11} {'Δ %':>6} {'spk acc':>8}"]
+    for mode in MODES:
+        for subset in ("all", "continuation", "no_continuation"):
+            r = results[mode][subset]
+            if not r:
+                continue
+            attributed = r.get("cpcer", r.get("sacer"))
+            delta = r.get("delta_cp", r.get("delta_sa"))
+            lines.append(
+                f"{mode:<8} {subset:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} {100 * attributed:>11.2f} "
+                f"{100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="prepared sessions (training/tiny/meetings.py)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--extra-speakers", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--output", default=None, help="JSON with the scores and every transcript")
+    args = parser.parse_args(argv)
+    report = evaluate(
+        args.model, args.data, args.split, args.limit, args.extra_speakers, args.seed, args.batch_size
+    )
+    print(format_results(report["results"]))
+    for mode in MODES:
+        print(f"RTF {mode}: {report['results'][mode]['rtf']:.4f}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# SpeakerLM-Tiny from nothing: synthetic corpus -> speaker extractor -> assembly -> stages 1-4 ->
+# held-out evaluation -> export into src/speakerlm_hf/default_model. One command:
+#
+#     bash training/tiny/reproduce.sh [WORK_DIR]
+#
+# WORK_DIR (default: work/tiny) receives the data and every stage's output; a step whose output
+# exists is skipped, and a training stage that was interrupted resumes from its newest complete
+# checkpoint, so rerunning continues where it stopped. Needs espeak-ng and sox. Each step's wall
+# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 2.5 hours (see
+# training/tiny/README.md for the measured times); set CUDA_VISIBLE_DEVICES and remove
+# `use_cpu: true` from the stage configs to train on a GPU.
+set -euo pipefail
+
+WORK=${1:-work/tiny}
+CORPUS=$WORK/synthetic-en
+mkdir -p "$WORK"
+TIMES=$WORK/times.tsv
+
+step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and record its time
+    local name=$1 output=$2
+    shift 2
+    if [ -e "$output" ]; then
+        echo "== $name: $output exists, skipped"
+        return
+    fi
+    echo "== $name"
+    local began=$SECONDS
+    "$@"
+    printf '%s\t%d\n' "$name" $((SECONDS - began)) >>"$TIMES"
+}
+
+stage() {  # stage N: one training stage with the tiny configs, paths rewritten into WORK
+    local n=$1
+    python -m training.train "training/tiny/configs/stage$n.yaml" \
+        --model_name_or_path "$WORK/$([ "$n" = 1 ] && echo assembled || echo "stage$((n - 1))/final")" \
+        --train_data "$([ "$n" -le 2 ] && echo "$CORPUS/data" || echo "$WORK/meetings-train")" \
+        --output_dir "$WORK/stage$n" \
+        $([ "$n" = 1 ] && echo "--eval_data $CORPUS/data") \
+        $([ "$n" = 2 ] && echo "--speaker_bank $WORK/bank-simulated.safetensors") \
+        $([ "$n" -ge 3 ] && echo "--speaker_bank $WORK/bank-meetings.safetensors")
+}
+
+step corpus "$CORPUS/manifest.json" python -m training.synthetic.corpus --out "$CORPUS" \
+    --num-utterances 16000 --num-test-utterances 1500 --train-speakers 1600 --test-speakers 100 \
+    --seed 0 --workers 2
+step speaker-extractor "$WORK/speaker_extractor/model.safetensors" python -m training.tiny.speaker_extractor \
+    --corpus "$CORPUS" --out "$WORK/speaker_extractor" --steps 300 --batch-size 64 --crop-seconds 2.0 2.5 \
+    --lr 2e-3 --warmup-steps 25 --margin-warmup-steps 60 --prototypical-weight 1.0 --eval-every 50 \
+    --save-every 100 --threads 1
+step assemble "$WORK/assembled" python -m training.tiny.assemble --corpus "$CORPUS" \
+    --speaker-extractor "$WORK/speaker_extractor" --out "$WORK/assembled"
+step stage1 "$WORK/stage1/final" stage 1
+step speaker-bank "$WORK/bank-meetings.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
+    --model "$WORK/assembled" --out "$WORK/bank-simulated.safetensors" "$WORK/bank-meetings.safetensors" \
+    --corpus-name simulated synthetic-meetings
+step meetings-train "$WORK/meetings-train/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 1200 --out "$WORK/meetings-train" --seed 0
+step meetings-test "$WORK/meetings-test/test-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split test --num-sessions 150 --out "$WORK/meetings-test" --seed 1
+step stage2 "$WORK/stage2/final" stage 2
+step stage3 "$WORK/stage3/final" stage 3
+step stage4 "$WORK/stage4/final" stage 4
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4/final" \
+    --data "$WORK/meetings-test" --limit 150 --extra-speakers 20 --output "$WORK/eval.json"
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4/final" \
+    --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
+cat "$TIMES"

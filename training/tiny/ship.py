@@ -1,0 +1,172 @@
+"""Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
+
+    python -m training.tiny.ship --model outputs/tiny/stage4/final --eval outputs/tiny/eval.json \
+        --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
+        --examples src/speakerlm_hf/examples
+
+The weights are stored in float32 (the model is about 40 MB). The example is a held-out test
+session (voices and sentences never heard in training) with a speaker who continues after a pause,
+written as `meeting.wav` with one enrollment clip per speaker under `enrollment/<Name>.wav` and
+the reference transcript in `meeting.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import soundfile
+
+from speakerlm_hf.assemble import move_into_place
+from speakerlm_hf.data import load_prepared
+from speakerlm_hf.data.audio import decode_audio
+from speakerlm_hf.hub import export_model
+from speakerlm_hf.model_card import CardInfo
+from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
+from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
+
+from .evaluate import has_continuation
+
+EXAMPLE_NAMES = ("Alice", "Bob", "Carol", "David")
+MODES = {"no": "no-regist", "match": "match-regist", "over": "over-regist"}
+
+CARD = dict(
+    model_name="SpeakerLM-Tiny",
+    repo_id="speakerlm-hf/SpeakerLM-Tiny",
+    description=(
+        "SpeakerLM-Tiny is the default model of speakerlm-hf: a 10 M-parameter SpeakerLM trained from scratch "
+        "on CPU, through the four training stages, on synthetic English meetings (espeak-ng voices). It "
+        "answers who spoke when and what for such recordings, with or without enrolled speakers, and "
+        "exercises the whole chain (simulation, four stages, export, AutoModel and pipeline) in seconds. "
+        "It is not meant for real recordings: its voices and vocabulary are synthetic."
+    ),
+    license="apache-2.0",
+    languages=["en"],
+    base_models={"llm": None, "audio_encoder": None, "speaker_encoder": None},
+    training_stages=[
+        {
+            "stage": "1",
+            "data": "16,000 synthetic utterances (1,600 voices), ASR, with auxiliary CTC",
+            "trained": "audio encoder, projector, LLM (from scratch)",
+            "frozen": "speaker extractor",
+        },
+        {
+            "stage": "2",
+            "data": "simulated 2-4 speaker conversations (10-40 s), audio tokens gain speaker windows",
+            "trained": "everything but the speaker extractor",
+            "frozen": "speaker extractor",
+        },
+        {
+            "stage": "3",
+            "data": "1,200 rendered synthetic meetings (continuations, back-channels, overlap)",
+            "trained": "audio encoder + projectors",
+            "frozen": "LLM, speaker extractor",
+        },
+        {
+            "stage": "4",
+            "data": "the same meetings",
+            "trained": "audio encoder, projectors, LLM (LoRA, merged)",
+            "frozen": "speaker extractor",
+        },
+    ],
+    training_data=(
+        "Synthetic corpus of `training/synthetic` (espeak-ng voices x variants x pitch x rate; 3,876-word "
+        "grammar) and its rendered meetings; the speaker extractor is a CAM++ trained on the same train "
+        "voices (`training/tiny`). Reproduce with `bash training/tiny/reproduce.sh`."
+    ),
+    limitations=[
+        "Trained only on synthetic English speech from espeak-ng: real voices and open vocabulary are out of its reach.",
+        "Segments up to 50 s; longer recordings go through the pipeline's segmentation and linking.",
+    ],
+    tags=["tiny", "synthetic-data"],
+)
+
+
+def eval_entries(evaluation: dict) -> dict:
+    """The card's results from `training.tiny.evaluate` output (all held-out sessions)."""
+    results = []
+    for mode, registration in MODES.items():
+        r = evaluation["results"][mode]["all"]
+        metrics = {"cer": 100 * r["cer"]}
+        if mode == "no":
+            metrics.update(cpcer=100 * r["cpcer"], delta_cp=100 * r["delta_cp"])
+        else:
+            metrics.update(sacer=100 * r["sacer"], delta_sa=100 * r["delta_sa"])
+        results.append(
+            {
+                "dataset": "Synthetic meetings (held-out voices)",
+                "dataset_id": "synthetic-meetings",
+                "split": "test",
+                "registration": registration,
+                "metrics": {k: round(v, 2) for k, v in metrics.items()},
+            }
+        )
+    return {"results": results}
+
+
+def pick_example(meetings: str, max_seconds: float = 40.0) -> dict:
+    """The first held-out session with 3 speakers, a continuation after a pause, at most `max_seconds`."""
+    for row in load_prepared(meetings, "test", streaming=True):
+        speakers = {t["speaker"] for t in row["turns"]}
+        if len(speakers) == 3 and has_continuation(row["turns"]) and row["end"] <= max_seconds:
+            return row
+    raise ValueError(f"no suitable example session in {meetings}")
+
+
+def write_example(row: dict, folder: Path) -> None:
+    order = list(dict.fromkeys(t["speaker"] for t in sorted(row["turns"], key=lambda t: t["start"])))
+    names = dict(zip(order, EXAMPLE_NAMES, strict=False))
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        staging = Path(tmp) / "examples"
+        (staging / "enrollment").mkdir(parents=True)
+        soundfile.write(staging / "meeting.wav", decode_audio(row["audio"]), 16000, subtype="PCM_16")
+        for entry in row["enrollment"]:
+            clip = decode_audio(entry["clips"][0])
+            soundfile.write(
+                staging / "enrollment" / f"{names[entry['speaker']]}.wav", clip, 16000, subtype="PCM_16"
+            )
+        reference = {
+            "session": row["id"],
+            "turns": [
+                {"speaker": names[t["speaker"]], "start": t["start"], "end": t["end"], "text": t["text"]}
+                for t in sorted(row["turns"], key=lambda t: t["start"])
+            ],
+        }
+        (staging / "meeting.json").write_text(json.dumps(reference, indent=1) + "\n")
+        move_into_place(staging, folder, overwrite=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--eval", required=True, help="training.tiny.evaluate --output JSON")
+    parser.add_argument("--meetings", required=True, help="held-out sessions to take the example from")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--examples", default=None, help="where to write the bundled example meeting")
+    args = parser.parse_args(argv)
+    model = SpeakerLMForConditionalGeneration.from_pretrained(args.model).eval()
+    processor = SpeakerLMProcessor.from_pretrained(args.model)
+    processor.match_model(model.config)
+    evaluation = json.loads(Path(args.eval).read_text())
+    export_model(
+        model,
+        processor,
+        args.out,
+        results=eval_entries(evaluation),
+        card_info=CardInfo(**CARD),
+        overwrite=True,
+        max_new_tokens=1024,
+    )
+    print(f"exported to {args.out}")
+    if args.examples:
+        write_example(pick_example(args.meetings), Path(args.examples))
+        print(f"wrote the example meeting to {args.examples}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
