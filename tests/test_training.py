@@ -276,3 +276,19 @@ def test_lora_part_without_lora_is_refused(corpus, tmp_path):
     arguments = stage_arguments(corpus, 1, corpus / "assembled", tmp_path / "x", lora="false")
     with pytest.raises(ValueError, match="LoRA is off"):
         train_main(arguments)
+
+
+def test_asr_batches_mixed_into_sdr_training(corpus):
+    _, processor = tiny_speakerlm()
+    rows = list(load_prepared(corpus / "prepared", "train").take(2))
+    always = SpeakerLMDataCollator(processor, asr_probability=1.0)(rows)
+    never = SpeakerLMDataCollator(processor, asr_probability=0.0)(rows)
+    decode = processor.tokenizer.decode
+    joined = " ".join(
+        t["text"].strip() for t in sorted(rows[0]["turns"], key=lambda t: (t["start"], t["end"]))
+    )
+    target = decode(always["input_ids"][0][always["labels"][0] != -100])
+    assert target.startswith(joined) and "spk0:" not in target
+    assert "spk0:" in decode(never["input_ids"][0][never["labels"][0] != -100])
+    with pytest.raises(ValueError, match="asr_probability"):
+        SpeakerLMDataCollator(processor, asr_probability=1.5)

@@ -82,6 +82,9 @@ class StageArguments:
     max_extra_speakers: int = 50
     enrollment: str = field(default="clips", metadata={"help": "clips | embeddings (from the speaker bank)"})
     timestamps: float = field(default=0.0, metadata={"help": "probability of the timestamped target"})
+    asr_probability: float = field(
+        default=0.0, metadata={"help": "SDR stages: probability of a plain-transcription batch (keeps ASR)"}
+    )
     simulation_min_speakers: int = 2
     simulation_max_speakers: int = 4
     simulation_duration: float = 50.0
@@ -266,6 +269,7 @@ def build_collator(args: StageArguments, processor, task: str, seed: int) -> Ski
         sampler,
         task=task,
         timestamps=args.timestamps,
+        asr_probability=args.asr_probability if task == "sdr" else 0.0,
         seed=seed,
         audio_column=args.audio_column,
         text_column=args.text_column,

@@ -158,8 +158,8 @@ class SpeakerLMTrainer(Trainer):
             against the LLM's own input embeddings (no new parameters; the pad token is the blank),
             spell the target's text tokens. It lets an encoder and LLM trained from scratch align
             audio with words in minutes instead of hours; 0 (the default, and the paper's recipe)
-            turns it off. Meant for ASR targets (stage 1): special tokens are left out of the
-            CTC target, role labels are not.
+            turns it off. It applies to plain-transcript samples only (ASR targets, or SDR stages'
+            ASR batches); samples whose target has role labels or timestamps are left out.
     """
 
     def __init__(
@@ -202,20 +202,38 @@ class SpeakerLMTrainer(Trainer):
             )
         return (loss, outputs) if return_outputs else loss
 
+    def ctc_token_sets(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids left out of CTC targets (special tokens), and ids that mark a target as not plain text
+        (any token with ':' or '[': role labels and timestamps)."""
+        if getattr(self, "_ctc_token_sets", None) is None:
+            tokenizer = self.processing_class.tokenizer
+            special = sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder))
+            structural = [
+                i
+                for token, i in tokenizer.get_vocab().items()
+                if ":" in tokenizer.convert_tokens_to_string([token])
+                or "[" in tokenizer.convert_tokens_to_string([token])
+            ]
+            self._ctc_token_sets = (torch.tensor(special), torch.tensor(sorted(structural)))
+        return tuple(t.to(device) for t in self._ctc_token_sets)
+
     def audio_ctc_loss(self, model, tokens, token_lengths, labels) -> torch.Tensor:
         """CTC of the audio tokens' scores against the input embeddings, on the labels' text tokens."""
-        tokenizer = self.processing_class.tokenizer
-        special = torch.tensor(sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)))
-        keep = (labels != -100) & ~torch.isin(labels, special.to(labels.device))
-        targets = [row[mask] for row, mask in zip(labels, keep, strict=True)]
+        special, structural = self.ctc_token_sets(labels.device)
+        keep = (labels != -100) & ~torch.isin(labels, special)
+        # Only plain transcripts: a target with a role label or a timestamp is not spoken text.
+        rows = [i for i in range(labels.shape[0]) if not torch.isin(labels[i], structural).any()]
+        if not rows:
+            return tokens.sum() * 0.0
+        targets = [labels[i][keep[i]] for i in rows]
         embeddings = model.get_input_embeddings().weight
-        log_probs = torch.log_softmax((tokens.float() @ embeddings.float().T), dim=-1).transpose(0, 1)
+        log_probs = torch.log_softmax((tokens[rows].float() @ embeddings.float().T), dim=-1).transpose(0, 1)
         return torch.nn.functional.ctc_loss(
             log_probs,
             torch.cat(targets),
-            token_lengths,
+            token_lengths[rows],
             torch.tensor([t.numel() for t in targets], device=labels.device),
-            blank=tokenizer.pad_token_id,
+            blank=self.processing_class.tokenizer.pad_token_id,
             reduction="mean",
             zero_infinity=True,
         )

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .formats import EXTENSIONS, FORMATS, parse_formats, write_transcript
+from .formats import EXTENSIONS, FORMATS, format_txt, parse_formats, write_transcript
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 DEFAULT_FORMATS = ("txt", "json")
@@ -102,9 +102,12 @@ def transcribe_files(
     formats: Sequence[str] = DEFAULT_FORMATS,
     speakers: Mapping[str, Any] | None = None,
     progress: bool = True,
+    echo: bool = False,
     **call_kwargs,
 ) -> dict[str, list[Path] | Exception]:
     """Transcribe each file and write its transcripts; returns, per file, the paths written or the error.
+
+    With `echo`, each file's transcript is also printed (as in the TXT output) once it is done.
 
     A file that cannot be read is reported and skipped; the others are still transcribed.
     """
@@ -149,6 +152,9 @@ def transcribe_files(
                 write_transcript(result["turns"], target, name, session_id=path.stem)
                 for name, target in output_paths(path, output_dir, formats).items()
             ]
+            if echo:
+                bar.clear()
+                print(f"== {path}\n{format_txt(result['turns'])}", flush=True)
     finally:
         bar.close()
         files_bar.close()
@@ -168,7 +174,14 @@ def run_transcribe(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             call_kwargs[name] = getattr(args, name)
     outcome = transcribe_files(
-        pipe, args.audio, args.output_dir, formats, speakers, progress=not args.quiet, **call_kwargs
+        pipe,
+        args.audio,
+        args.output_dir,
+        formats,
+        speakers,
+        progress=not args.quiet,
+        echo=not args.quiet,
+        **call_kwargs,
     )
     failed = 0
     for path, written in outcome.items():

@@ -187,10 +187,18 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-speakers", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--output", default=None, help="JSON with the scores and every transcript")
     args = parser.parse_args(argv)
     report = evaluate(
-        args.model, args.data, args.split, args.limit, args.extra_speakers, args.seed, args.batch_size
+        args.model,
+        args.data,
+        args.split,
+        args.limit,
+        args.extra_speakers,
+        args.seed,
+        args.batch_size,
+        args.max_new_tokens,
     )
     print(format_results(report["results"]))
     for mode in MODES:

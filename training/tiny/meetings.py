@@ -83,23 +83,30 @@ def render_session(job: tuple) -> dict:
 
 
 def plan_sessions(corpus: str, split: str, count: int, seed: int, duration: tuple[float, float]):
-    speakers = {k: v for k, v in load_speakers(corpus).items() if v.split == split}
+    """Jobs for `render_session`: `count` conversation scripts over the corpus's speakers of `split`."""
+    speakers = [v for v in load_speakers(corpus).values() if v.split == split]
     if not speakers:
         raise ValueError(f"{corpus!r} has no speakers of split {split!r}")
-    ids = sorted(speakers)
+    return plan_sessions_for(speakers, split, count, seed, duration)
+
+
+def plan_sessions_for(speakers, split: str, count: int, seed: int, duration: tuple[float, float]):
+    """Jobs for `render_session` over the given `Speaker`s (sentences of `split`)."""
+    by_id = {s.id: s for s in speakers}
+    ids = sorted(by_id)
     rng = np.random.default_rng([seed, SPLIT_CODES[split], 7])
     jobs = []
     for index in range(count):
         num = int(rng.integers(2, 5))
         script = conversation_script(
             rng,
-            [speakers[i] for i in ids],
+            [by_id[i] for i in ids],
             num,
             round(float(rng.uniform(*duration)), 2),
             grammar=grammar(),
             split=split,
         )
-        chosen = {s: speakers[s] for s in script.speakers}
+        chosen = {s: by_id[s] for s in script.speakers}
         jobs.append((f"{split}-meeting{index:05d}", script.to_dict(), chosen, split, [seed, index]))
     return jobs
 

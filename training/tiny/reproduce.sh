@@ -62,7 +62,7 @@ step stage2 "$WORK/stage2/final" stage 2
 step stage3 "$WORK/stage3/final" stage 3
 step stage4 "$WORK/stage4/final" stage 4
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4/final" \
-    --data "$WORK/meetings-test" --limit 150 --extra-speakers 20 --output "$WORK/eval.json"
+    --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4/final" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

@@ -47,6 +47,8 @@ class SpeakerLMDataCollator:
         task: "sdr" (transcript by roles) or "asr" (plain transcript: the `text` column, else the
             turns' texts joined in time order).
         timestamps: probability (or bool) of the timestamped target and instruction, per batch.
+        asr_probability: with task "sdr", probability that a batch is plain transcription instead
+            (its turns' texts joined in time order), so that SDR training keeps the ASR task.
         seed: seed of the collator's draws (combined with the DataLoader worker id).
     """
 
@@ -59,12 +61,16 @@ class SpeakerLMDataCollator:
         seed: int = 0,
         audio_column: str = "audio",
         text_column: str = "text",
+        asr_probability: float = 0.0,
     ):
         if task not in ("sdr", "asr"):
             raise ValueError(f"task {task!r} is not 'sdr' or 'asr'")
         probability = float(timestamps)
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"timestamps must be a bool or a probability in [0, 1], got {timestamps!r}")
+        if not 0.0 <= asr_probability <= 1.0:
+            raise ValueError(f"asr_probability must be in [0, 1], got {asr_probability!r}")
+        self.asr_probability = asr_probability
         self.processor = processor
         self.sampler = sampler
         self.task = task
@@ -101,7 +107,7 @@ class SpeakerLMDataCollator:
             decode_audio(f[self.audio_column], f"audio of sample {f.get('id', i)!r}")
             for i, f in enumerate(features)
         ]
-        if self.task == "asr":
+        if self.task == "asr" or (self.asr_probability and rng.random() < self.asr_probability):
             return self.processor(audio, text=[self.asr_target(f) for f in features], task="asr")
         timestamps = bool(rng.random() < self.timestamp_probability)
         registrations = self.registrations(features, rng)

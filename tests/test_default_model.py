@@ -1,0 +1,178 @@
+"""The shipped default model, SpeakerLM-Tiny: loading as the Hub would, the bundled example, and a few
+freshly rendered held-out meetings (voices and sentences never heard in training) in the three
+registration modes. Thresholds are loose (the measured figures are in training/tiny/README.md);
+they catch a broken model, export or pipeline, not a point of accuracy.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speakerlm_hf.metrics import score_sessions
+from speakerlm_hf.transcribe import DEFAULT_MODEL, load_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "src" / "speakerlm_hf" / "examples"
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline(None)
+
+
+@pytest.fixture(scope="module")
+def example():
+    reference = json.loads((EXAMPLES / "meeting.json").read_text())
+    clips = {path.stem: str(path) for path in sorted((EXAMPLES / "enrollment").glob("*.wav"))}
+    return str(EXAMPLES / "meeting.wav"), clips, reference["turns"]
+
+
+def test_the_default_model_is_small_and_in_the_hub_layout():
+    files = {path.name for path in DEFAULT_MODEL.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "tokenizer.json",
+        "README.md",
+    } <= files
+    assert "modeling_speakerlm.py" in files, "remote code travels with the model"
+    assert sum(path.stat().st_size for path in DEFAULT_MODEL.iterdir()) < 50 * 2**20
+    config = json.loads((DEFAULT_MODEL / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"].startswith("modeling_speakerlm.")
+    assert config["audio_speaker_window"] > 0
+
+
+def test_remote_code_loads_the_default_model_without_the_package(tmp_path):
+    """AutoModel/AutoProcessor with trust_remote_code in a process that cannot import speakerlm_hf."""
+    script = f"""
+import sys, builtins
+real_import = builtins.__import__
+def guarded(name, *args, **kwargs):
+    if name.startswith("speakerlm_hf"):
+        raise ImportError("speakerlm_hf must not be needed")
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = guarded
+import soundfile, torch
+from transformers import AutoModel, AutoProcessor
+model = AutoModel.from_pretrained({str(DEFAULT_MODEL)!r}, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained({str(DEFAULT_MODEL)!r}, trust_remote_code=True)
+audio, rate = soundfile.read({str(EXAMPLES / "meeting.wav")!r}, dtype="float32")
+inputs = processor(audio, sampling_rate=rate)
+with torch.no_grad():
+    out = model.generate(**inputs, max_new_tokens=400, do_sample=False)
+print(processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])[0])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ""},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines and all(line.startswith("spk") for line in lines), result.stdout
+
+
+def cp_and_sa(pipe, audio, clips, turns):
+    anonymous = pipe(audio)["turns"]
+    named = pipe(audio, speakers=clips)["turns"]
+    reference = {"s": [dict(t) for t in turns]}
+    cp = score_sessions(reference, {"s": anonymous}, mode="cp")
+    sa = score_sessions(reference, {"s": named}, mode="sa")
+    return cp, sa, named
+
+
+def test_bundled_example_with_and_without_enrollment(pipe, example):
+    audio, clips, turns = example
+    cp, sa, named = cp_and_sa(pipe, audio, clips, turns)
+    assert {t["speaker"] for t in named} <= set(clips)
+    assert cp.attributed.rate < 0.2, cp.format_table()
+    assert sa.attributed.rate < 0.2, sa.format_table()
+
+
+@pytest.fixture(scope="module")
+def held_out_meetings():
+    """Four meetings rendered now from the corpus recipe's test voices and test sentences."""
+    from speakerlm_hf.data.audio import decode_audio
+    from training.synthetic.voices import make_speakers
+    from training.tiny.meetings import plan_sessions_for, render_session
+
+    speakers = make_speakers(100, "test", seed=0)
+    jobs = plan_sessions_for(speakers, "test", count=4, seed=2026, duration=(15.0, 30.0))
+    sessions = []
+    for job in jobs:
+        row = render_session(job)
+        clips = {e["speaker"]: decode_audio(e["clips"][0]) for e in row["enrollment"]}
+        sessions.append((row["id"], decode_audio(row["audio"]), clips, row["turns"]))
+    return sessions
+
+
+@needs_espeak
+def test_held_out_meetings_in_three_registration_modes(pipe, held_out_meetings):
+    reference, anonymous, matched, over = {}, {}, {}, {}
+    all_clips = {s: c for _, _, clips, _ in held_out_meetings for s, c in clips.items()}
+    for name, audio, clips, turns in held_out_meetings:
+        names = {s: f"Person{chr(65 + i)}" for i, s in enumerate(clips)}
+        reference[name] = [{**t, "speaker": names[t["speaker"]]} for t in turns]
+        anonymous[name] = pipe(audio)["turns"]
+        enrolled = {names[s]: clip for s, clip in clips.items()}
+        matched[name] = pipe(audio, speakers=enrolled)["turns"]
+        extras = {f"Extra{j}": c for j, (s, c) in enumerate(all_clips.items()) if s not in clips}
+        over[name] = pipe(audio, speakers={**enrolled, **extras})["turns"]
+    cp = score_sessions(reference, anonymous, mode="cp")
+    sa = score_sessions(reference, matched, mode="sa")
+    sa_over = score_sessions(reference, over, mode="sa")
+    assert cp.attributed.rate < 0.3, cp.format_table(per_session=True)
+    assert sa.attributed.rate < 0.3, sa.format_table(per_session=True)
+    assert sa_over.delta < sa.delta + 0.1, sa_over.format_table(per_session=True)
+
+
+def test_audio_token_speaker_windows_follow_the_voice(pipe, example):
+    """The trained extractor's window embeddings inside a turn are nearest its speaker's enrollment."""
+    from speakerlm_hf.feature_extraction_speakerlm import load_waveform
+
+    audio, clips, turns = example
+    model, processor = pipe.model, pipe.processor
+    waveform = load_waveform(audio, None, 16000)
+    inputs = processor(waveform, speakers=clips)
+    names = list(clips)
+    with torch.no_grad():
+        frames = inputs["speaker_features_mask"].sum(-1)
+        lengths = inputs["input_features_mask"].sum(-1)
+        count = int((lengths[0] + 1) // 2)
+        windows = model.audio_speaker_embeddings(inputs["speaker_features"], frames, lengths, count)[0]
+        enrolled = model.get_speaker_embeddings(
+            len(names),
+            inputs["enrollment_features"],
+            inputs["enrollment_features_mask"],
+            inputs["enrollment_speaker_index"],
+        )
+    similarity = (
+        torch.nn.functional.normalize(windows, dim=-1) @ torch.nn.functional.normalize(enrolled, dim=-1).T
+    )
+    hits = total = 0
+    for turn in turns:
+        if turn["end"] - turn["start"] < 2.0:
+            continue
+        overlapped = any(
+            other is not turn and other["start"] < turn["end"] and turn["start"] < other["end"]
+            for other in turns
+        )
+        if overlapped:
+            continue
+        tokens = np.arange(int((turn["start"] + 0.8) / 0.12), int((turn["end"] - 0.8) / 0.12))
+        best = similarity[tokens].argmax(-1)
+        hits += int((best == names.index(turn["speaker"])).sum())
+        total += tokens.size
+    assert total > 50
+    assert hits / total > 0.8
