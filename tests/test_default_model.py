@@ -5,9 +5,8 @@ they catch a broken model, export or pipeline, not a point of accuracy.
 """
 
 import json
+import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from speakerlm_hf.metrics import score_sessions
+from speakerlm_hf.testing_utils import run_without_package
 from speakerlm_hf.transcribe import DEFAULT_MODEL, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,36 +51,24 @@ def test_the_default_model_is_small_and_in_the_hub_layout():
 
 
 def test_remote_code_loads_the_default_model_without_the_package(tmp_path):
-    """AutoModel/AutoProcessor with trust_remote_code in a process that cannot import speakerlm_hf."""
+    """AutoModel / AutoProcessor / pipeline with trust_remote_code, in a process without speakerlm_hf."""
     script = f"""
-import sys, builtins
-real_import = builtins.__import__
-def guarded(name, *args, **kwargs):
-    if name.startswith("speakerlm_hf"):
-        raise ImportError("speakerlm_hf must not be needed")
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = guarded
-import soundfile, torch
-from transformers import AutoModel, AutoProcessor
-model = AutoModel.from_pretrained({str(DEFAULT_MODEL)!r}, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained({str(DEFAULT_MODEL)!r}, trust_remote_code=True)
-audio, rate = soundfile.read({str(EXAMPLES / "meeting.wav")!r}, dtype="float32")
-inputs = processor(audio, sampling_rate=rate)
+import json, torch
+from transformers import AutoModel, AutoProcessor, pipeline
+folder = {str(DEFAULT_MODEL)!r}
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+inputs = processor("meeting.wav")
 with torch.no_grad():
     out = model.generate(**inputs, max_new_tokens=400, do_sample=False)
-print(processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])[0])
+sdr = pipeline("speaker-diarization-recognition", model=folder, trust_remote_code=True)
+named = sdr("meeting.wav", speakers={{"Alice": "enrollment/Alice.wav", "Bob": "enrollment/Bob.wav"}})
+print(json.dumps({{"direct": processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])[0], "named": named}}))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ""},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert lines and all(line.startswith("spk") for line in lines), result.stdout
+    report = run_without_package(script, EXAMPLES, tmp_path)
+    lines = [line for line in report["direct"].splitlines() if line.strip()]
+    assert lines and all(line.startswith("spk") for line in lines), report["direct"]
+    assert {"Alice", "Bob"} & {turn["speaker"] for turn in report["named"]["turns"]}, report["named"]
 
 
 def cp_and_sa(pipe, audio, clips, turns):
@@ -176,3 +164,16 @@ def test_audio_token_speaker_windows_follow_the_voice(pipe, example):
         total += tokens.size
     assert total > 50
     assert hits / total > 0.8
+
+
+def test_readme_command_prints_the_named_transcript(example, tmp_path, capsys, monkeypatch):
+    """The README's first command: the CLI on the bundled example with its speakers enrolled."""
+    from speakerlm_hf import cli
+
+    _, clips, _ = example
+    monkeypatch.chdir(EXAMPLES)
+    speakers = [arg for name in clips for arg in ("--speaker", f"{name}=enrollment/{name}.wav")]
+    assert cli.main(["transcribe", "meeting.wav", "--output-dir", str(tmp_path), *speakers]) == 0
+    printed = capsys.readouterr().out
+    assert set(clips) & set(re.findall(r"^(?:\[[^\]]*\] )?(\w+):", printed, flags=re.M)), printed
+    assert {p.name for p in tmp_path.iterdir()} == {"meeting.txt", "meeting.json"}

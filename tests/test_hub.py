@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from speakerlm_hf import cli, hub
 from speakerlm_hf.hub import check_hub_folder, export_model, load_exported, push_folder
 from speakerlm_hf.model_card import CardInfo
 from speakerlm_hf.pipeline_speakerlm import TASK
-from speakerlm_hf.testing_utils import tiny_speakerlm
+from speakerlm_hf.testing_utils import run_without_package, tiny_speakerlm
 
 TARGET = "Mike: the release is planned for next Tuesday.\nspk0: good morning everyone."
 REPO_ID = "speakerlm-test/SpeakerLM-Tiny"
@@ -116,34 +115,6 @@ def transcribe(model, processor, audio, speakers=None) -> dict:
         generated = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     new_tokens = generated[:, inputs["input_ids"].shape[1] :]
     return {"text": processor.batch_decode(new_tokens)[0], "turns": processor.post_process(new_tokens)[0]}
-
-
-def run_without_package(script: str, cwd: Path, tmp_path: Path) -> dict:
-    """Run `script` in a fresh Python where speakerlm_hf cannot be imported; returns its last JSON line."""
-    guard = textwrap.dedent(
-        """
-        import sys
-        sys.modules["speakerlm_hf"] = None  # the installed package must not be importable
-        try:
-            import speakerlm_hf
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("speakerlm_hf is importable")
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON"))}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(tmp_path / "hf_home"),
-        HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
-        TOKENIZERS_PARALLELISM="false",
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", guard + script], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 CHILD = """

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from transformers import Qwen2Config
 
@@ -135,3 +141,32 @@ def fit_transcripts(
     model.set_trainable_parts(["language_model"])
     train_on_batch(model, batch, steps, lr)
     return model.eval().requires_grad_(False)
+
+
+def run_without_package(script: str, cwd: Path, tmp_path: Path) -> dict:
+    """Run `script` in a fresh Python where speakerlm_hf cannot be imported; returns its last JSON line."""
+    guard = textwrap.dedent(
+        """
+        import sys
+        sys.modules["speakerlm_hf"] = None  # the installed package must not be importable
+        try:
+            import speakerlm_hf
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("speakerlm_hf is importable")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
+        TOKENIZERS_PARALLELISM="false",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", guard + script], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+    )
+    if done.returncode != 0:
+        raise AssertionError(done.stderr[-4000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, Qwen2Config
+from transformers import GenerationConfig
 
 from speakerlm_hf.assemble import save_atomically
 from speakerlm_hf.audio_frontend import sensevoice_features
@@ -27,6 +27,7 @@ from speakerlm_hf.feature_extraction_speakerlm import SpeakerLMFeatureExtractor
 from speakerlm_hf.modeling_campplus import CAMPPlusModel
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, flat_prompt
+from speakerlm_hf.testing_utils import tiny_text_config
 from speakerlm_hf.tokenizer_utils import add_speakerlm_tokens, train_bpe_tokenizer
 
 from ..synthetic.corpus import load_utterances
@@ -85,17 +86,14 @@ def tiny_configs(tokenizer, extractor_config, ids: dict) -> SpeakerLMConfig:
         dropout=0.1,
         attention_dropout=0.1,
     )
-    text = Qwen2Config(
-        vocab_size=len(tokenizer),
+    text = tiny_text_config(
+        tokenizer,
         hidden_size=256,
         intermediate_size=768,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
     )
     return SpeakerLMConfig(
         audio_config=audio,
