@@ -243,13 +243,14 @@ class ConversationSimulator:
     def simulate(self, rng: np.random.Generator, name: str = "sim") -> dict:
         """One conversation in the prepared rows' form."""
         config, rate = self.config, self.sampling_rate
-        seconds = (
-            config.duration
-            if config.min_duration is None
-            else rng.uniform(config.min_duration, config.duration)
-        )
-        total = round(seconds * rate)
-        for _ in range(5):
+        for attempt in range(5):
+            # A drawn length too short for the drawn speakers is drawn again, then the longest is used.
+            seconds = (
+                config.duration
+                if config.min_duration is None or attempt >= 3
+                else rng.uniform(config.min_duration, config.duration)
+            )
+            total = round(seconds * rate)
             count = int(rng.integers(config.min_speakers, config.max_speakers + 1))
             chosen = [self.speakers[i] for i in rng.choice(len(self.speakers), size=count, replace=False)]
             queues, reserved = {}, {}
@@ -263,7 +264,7 @@ class ConversationSimulator:
                 break
         else:
             raise ValueError(
-                f"could not fit one utterance of each of {count} speakers into {config.duration:g} s in five "
+                f"could not fit one utterance of each of {count} speakers into {seconds:g} s in five "
                 "tries; lower max_utterance or max_speakers, or raise duration"
             )
         mixture = self._mix(placed, chosen, rng, total)
