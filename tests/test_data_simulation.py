@@ -144,6 +144,20 @@ def test_requested_duration_and_too_long_utterances(source):
         ConversationSimulator(source[:6], SimulationConfig(max_speakers=4))
 
 
+def test_drawn_lengths_stay_in_range_and_too_short_ones_are_redrawn(source):
+    """With min_duration, lengths are drawn per session; 3 speakers never fail on a 3 s draw."""
+    config = SimulationConfig(duration=30.0, min_duration=3.0, min_speakers=3, max_speakers=3)
+    simulator = ConversationSimulator(source, config, 0)
+    lengths = []
+    for index in range(12):
+        example = simulator.simulate(np.random.default_rng([0, index]))
+        lengths.append(example["audio"]["array"].size / RATE)
+        assert len({t["speaker"] for t in example["turns"]}) == 3
+    assert all(3.0 <= length <= 30.0 for length in lengths) and len(set(lengths)) > 1
+    with pytest.raises(ValueError, match="min_duration"):
+        SimulationConfig(duration=10.0, min_duration=20.0)
+
+
 def test_noise_at_the_requested_snr(source):
     quiet = dict(level_range=(-40.0, -35.0), snr_range=(10.0, 10.0))
     clean = sample(source, SimulationConfig(noise_probability=0.0, **quiet), index=2)
