@@ -1,0 +1,115 @@
+"""Configuration of SpeakerLM: audio encoder, speaker-embedding extractor, projectors and the LLM."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .configuration_sensevoice import SenseVoiceEncoderConfig
+from .configuration_speaker_encoders import CAMPPlusConfig, ERes2NetV2Config
+
+SPEAKER_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
+    ERes2NetV2Config.model_type: ERes2NetV2Config,
+    CAMPPlusConfig.model_type: CAMPPlusConfig,
+}
+
+# Text of the special tokens SpeakerLM adds to the LLM's tokenizer.
+AUDIO_TOKEN = "<|audio_pad|>"
+SPEAKER_TOKEN = "<|speaker_pad|>"
+START_TOKEN = "<start>"
+END_TOKEN = "<end>"
+SPECIAL_TOKENS = (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN)
+
+# Model inputs besides the text: audio features and the registered speakers' enrollment.
+AUDIO_AND_ENROLLMENT_INPUTS = (
+    "input_features",
+    "input_features_mask",
+    "speaker_features",
+    "speaker_features_mask",
+    "enrollment_features",
+    "enrollment_features_mask",
+    "enrollment_speaker_index",
+    "speaker_embeddings",
+)
+
+
+def speaker_config_from_dict(config: dict) -> PreTrainedConfig:
+    """Build the speaker-extractor config named by `model_type` (ERes2NetV2 when absent)."""
+    model_type = config.get("model_type", ERes2NetV2Config.model_type)
+    if model_type not in SPEAKER_CONFIG_CLASSES:
+        raise ValueError(
+            f"speaker_config.model_type {model_type!r} is not a supported speaker extractor; "
+            f"expected one of {sorted(SPEAKER_CONFIG_CLASSES)}"
+        )
+    kwargs = {k: v for k, v in config.items() if k != "model_type"}
+    return SPEAKER_CONFIG_CLASSES[model_type](**kwargs)
+
+
+class SpeakerLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SpeakerLMForConditionalGeneration`].
+
+    Args:
+        audio_config: the SenseVoice SANM encoder ([`SenseVoiceEncoderConfig`]).
+        speaker_config: the frozen speaker-embedding extractor, [`ERes2NetV2Config`] (default) or
+            [`CAMPPlusConfig`]; a dict picks the class from its `model_type`.
+        text_config: any causal LM config (Qwen2 for Qwen2.5-Instruct).
+        projector_num_layers / projector_num_heads / projector_intermediate_size / projector_dropout:
+            the audio projector's Transformer layers, run at the audio encoder's width.
+        audio_token_stride: kernel and stride of the projector's convolution: how many encoder frames
+            (60 ms each with LFR 7/6) become one audio token of the LLM.
+        audio_speaker_window: 0 (the paper's model) or a window in seconds: each audio token then
+            also carries the frozen extractor's embedding of the audio around it (a window of this
+            length centred on the token), projected by the speaker projector. This gives the LLM
+            the voice signal it needs to tell speakers apart without registration, in the same
+            space as the enrolled speakers' embeddings. Needs a CAM++ extractor.
+        audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
+            projected enrollment embeddings.
+        start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
+    """
+
+    model_type = "speakerlm"
+    sub_configs_defaults = {
+        "audio_config": SubConfigSpec(config_class=SenseVoiceEncoderConfig),
+        "speaker_config": SubConfigSpec(config_class=ERes2NetV2Config),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+    }
+
+    audio_config: dict | PreTrainedConfig | None = None
+    speaker_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projector_num_layers: int = 2
+    projector_num_heads: int = 8
+    projector_intermediate_size: int = 2048
+    projector_dropout: float = 0.0
+    audio_token_stride: int = 2
+    audio_speaker_window: float = 0.0
+    audio_token_id: int | None = None
+    speaker_token_id: int | None = None
+    start_token_id: int | None = None
+    end_token_id: int | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.speaker_config, dict):
+            self.speaker_config = speaker_config_from_dict(self.speaker_config)
+        super().__post_init__(**kwargs)
+        if self.audio_token_stride < 1:
+            raise ValueError(f"audio_token_stride must be >= 1, got {self.audio_token_stride}")
+        if self.audio_speaker_window < 0:
+            raise ValueError(f"audio_speaker_window must be >= 0 seconds, got {self.audio_speaker_window}")
+        if self.audio_speaker_window and self.speaker_config.model_type != "campplus":
+            raise ValueError(
+                "audio_speaker_window needs a CAM++ speaker extractor (speaker_config.model_type 'campplus')"
+            )
+        if self.audio_config.hidden_size % self.projector_num_heads:
+            raise ValueError(
+                f"projector_num_heads ({self.projector_num_heads}) must divide the audio encoder width "
+                f"({self.audio_config.hidden_size})"
+            )
+
+
+# Lets AutoConfig read a saved folder once this module is imported (remote code does the same).
+AutoConfig.register(SpeakerLMConfig.model_type, SpeakerLMConfig, exist_ok=True)
+
+__all__ = ["SpeakerLMConfig", "SPECIAL_TOKENS", "AUDIO_TOKEN", "SPEAKER_TOKEN", "START_TOKEN", "END_TOKEN"]

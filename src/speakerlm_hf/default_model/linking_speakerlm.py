@@ -1,0 +1,302 @@
+"""Speaker linking across the segments of a long recording.
+
+The model labels anonymous speakers `spk0`, `spk1`, ... afresh in every segment. To keep one label
+per person over the whole recording, each local speaker of each segment is embedded from its own
+turns' audio (with the model's frozen speaker extractor), and all these (segment, local speaker)
+embeddings are clustered: agglomerative, average linkage on cosine similarity, where two local
+speakers of the same segment never merge. Registered speakers keep their names.
+
+Remote code: shipped to the Hub next to the model, so it imports only torch, numpy and the
+standard library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .audio_frontend import speaker_features
+from .feature_extraction_speakerlm import SAMPLING_RATE
+from .segmentation_speakerlm import FRAMES_PER_SECOND, mask_runs
+
+DEFAULT_THRESHOLD = 0.5
+# A speaker's audio shorter than this is tiled up to it (the extractor needs some context), and its
+# embedding only joins clusters formed by the others.
+MIN_CLIP_SECONDS = 0.5
+RELIABLE_SECONDS = 1.0
+MAX_CLIP_SECONDS = 30.0
+MAX_PIECE_SECONDS = 10.0
+
+Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def turn_span(turn: Mapping, duration: float) -> tuple[float, float]:
+    """A turn's (start, end) in seconds within a segment of `duration`, or the whole segment when its
+    times are missing, unparsable or out of order."""
+    try:
+        start, end = float(turn["start"]), float(turn["end"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0, duration
+    if not (math.isfinite(start) and math.isfinite(end)) or end <= start or start >= duration:
+        return 0.0, duration
+    return max(0.0, start), min(end, duration)
+
+
+def anonymous_labels(turns: Sequence[Mapping], registered: Sequence[str] = ()) -> list[str]:
+    """Labels of the turns that are not registered names, in order of first appearance."""
+    known = set(registered)
+    return list(dict.fromkeys(t["speaker"] for t in turns if t["speaker"] not in known))
+
+
+def speaker_clips(
+    waveform: np.ndarray,
+    turns: Sequence[Mapping],
+    registered: Sequence[str] = (),
+    speech_mask: np.ndarray | None = None,
+    sampling_rate: int = SAMPLING_RATE,
+) -> dict[str, tuple[np.ndarray, float]]:
+    """The audio of each anonymous speaker of a segment and how many seconds of it are its own speech.
+
+    A speaker's audio is its turns without the stretches other turns overlap and without the
+    frames the VAD found silent; when that leaves under `MIN_CLIP_SECONDS`, overlap and then
+    silence are allowed back. At most `MAX_CLIP_SECONDS` are kept.
+    """
+    duration = waveform.size / sampling_rate
+    num_frames = max(1, math.ceil(duration * FRAMES_PER_SECOND))
+    hop = sampling_rate // FRAMES_PER_SECOND
+    owned: dict[str, np.ndarray] = {}
+    for turn in turns:
+        start, end = turn_span(turn, duration)
+        mask = owned.setdefault(turn["speaker"], np.zeros(num_frames, dtype=bool))
+        mask[math.floor(start * FRAMES_PER_SECOND) : math.ceil(end * FRAMES_PER_SECOND)] = True
+    talkers = sum(mask.astype(np.int32) for mask in owned.values()) if owned else np.zeros(num_frames)
+    speech = np.ones(num_frames, dtype=bool)
+    if speech_mask is not None:
+        speech[: min(num_frames, speech_mask.size)] = speech_mask[:num_frames]
+    clips = {}
+    for label in anonymous_labels(turns, registered):
+        own = owned[label]
+        for chosen in (own & speech & (talkers == 1), own & speech, own):
+            if chosen.sum() >= MIN_CLIP_SECONDS * FRAMES_PER_SECOND:
+                break
+        runs = mask_runs(chosen).tolist()
+        clip = (
+            np.concatenate([waveform[start * hop : end * hop] for start, end in runs]) if runs else waveform
+        )
+        clip = clip[: int(MAX_CLIP_SECONDS * sampling_rate)]
+        seconds = clip.size / sampling_rate
+        minimum = int(MIN_CLIP_SECONDS * sampling_rate)
+        if 0 < clip.size < minimum:
+            clip = np.resize(clip, minimum)
+        clips[label] = (clip, seconds)
+    return clips
+
+
+def local_speaker_embeddings(
+    waveform: np.ndarray,
+    turns: Sequence[Mapping],
+    embed: Embedder,
+    registered: Sequence[str] = (),
+    speech_mask: np.ndarray | None = None,
+) -> dict[str, dict]:
+    """`{label: {"embedding", "duration"}}` for the anonymous speakers of one segment (16 kHz audio)."""
+    clips = speaker_clips(waveform, turns, registered, speech_mask)
+    if not clips:
+        return {}
+    vectors = np.asarray(embed([clip for clip, _ in clips.values()]), dtype=np.float32)
+    return {
+        label: {"embedding": vector, "duration": seconds}
+        for (label, (_, seconds)), vector in zip(clips.items(), vectors, strict=True)
+    }
+
+
+def model_embedder(model: torch.nn.Module, piece_seconds: float = MAX_PIECE_SECONDS) -> Embedder:
+    """Embeddings from the model's frozen speaker extractor (`model.speaker_encoder`).
+
+    A clip longer than `piece_seconds` is cut into equal pieces whose embeddings are averaged, as
+    enrollment clips are; pieces go through the extractor one at a time, which bounds its memory.
+    """
+    encoder = model.speaker_encoder
+    parameter = next(encoder.parameters())
+    piece_samples = int(piece_seconds * SAMPLING_RATE)
+
+    def embed(clips: Sequence[np.ndarray]) -> np.ndarray:
+        vectors = []
+        with torch.no_grad():
+            for clip in clips:
+                pieces = np.array_split(clip, max(1, math.ceil(clip.size / piece_samples)))
+                embeddings = [
+                    encoder(speaker_features(piece)[None].to(parameter.device, parameter.dtype))[0].float()
+                    for piece in pieces
+                ]
+                vectors.append(torch.stack(embeddings).mean(0).cpu())
+        return torch.stack(vectors).numpy()
+
+    return embed
+
+
+def cluster_embeddings(
+    embeddings: np.ndarray,
+    groups: Sequence[int],
+    durations: Sequence[float] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_clusters: int = 1,
+    max_clusters: int | None = None,
+    reliable_duration: float = RELIABLE_SECONDS,
+) -> np.ndarray:
+    """Cluster ids (0, 1, ... in order of first item) of embeddings, none sharing a cluster with its group.
+
+    Embeddings with at least `reliable_duration` seconds of audio are clustered agglomeratively
+    (average linkage of cosine similarity, weighted by duration): merging goes on while the best
+    pair is at least `threshold` similar and more than `min_clusters` remain, and past the
+    threshold while more than `max_clusters` remain. Pairs with members of one group are never
+    merged, so a bound may be missed when a group has more members than it allows. Shorter
+    embeddings then join the most similar cluster that has no member of their group, or start one.
+    """
+    vectors = np.asarray(embeddings, dtype=np.float64)
+    count = vectors.shape[0]
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    groups = np.asarray(groups)
+    weights = (
+        np.ones(count) if durations is None else np.maximum(np.asarray(durations, dtype=np.float64), 1e-3)
+    )
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = vectors @ vectors.T
+    strong = weights >= reliable_duration if durations is not None else np.ones(count, dtype=bool)
+    if not strong.any():
+        strong[:] = True
+    upper = math.inf if max_clusters is None else max(1, max_clusters)
+    lower = min(max(1, min_clusters), upper)
+
+    index = np.flatnonzero(strong)
+    linkage = similarity[np.ix_(index, index)].copy()
+    conflict = groups[index][:, None] == groups[index][None, :]
+    mass = weights[index].copy()
+    members = [[int(i)] for i in index]
+    alive = np.ones(index.size, dtype=bool)
+    scores = np.where(conflict, -np.inf, linkage)
+    clusters = index.size
+    while clusters > lower:
+        best = int(np.argmax(scores))
+        a, b = divmod(best, index.size)
+        if not np.isfinite(scores[a, b]) or (clusters <= upper and scores[a, b] < threshold):
+            break
+        linkage[a] = (mass[a] * linkage[a] + mass[b] * linkage[b]) / (mass[a] + mass[b])
+        linkage[:, a] = linkage[a]
+        conflict[a] |= conflict[b]
+        conflict[:, a] = conflict[a]
+        mass[a] += mass[b]
+        members[a] += members[b]
+        alive[b] = False
+        clusters -= 1
+        scores[a] = np.where(conflict[a] | ~alive, -np.inf, linkage[a])
+        scores[:, a] = scores[a]
+        scores[b, :] = scores[:, b] = -np.inf
+    groups_of = [set(groups[m].tolist()) for m in members]
+    found = [(members[k], groups_of[k]) for k in np.flatnonzero(alive)]
+
+    for item in np.flatnonzero(~strong):
+        allowed = [k for k, (_, seen) in enumerate(found) if groups[item] not in seen]
+        if not allowed:
+            found.append(([int(item)], {groups[item]}))
+            continue
+        scores_of = [np.average(similarity[item, found[k][0]], weights=weights[found[k][0]]) for k in allowed]
+        chosen = allowed[int(np.argmax(scores_of))]
+        found[chosen][0].append(int(item))
+        found[chosen][1].add(groups[item])
+
+    labels = np.empty(count, dtype=np.int64)
+    for cluster, (items, _) in enumerate(sorted(found, key=lambda entry: min(entry[0]))):
+        labels[items] = cluster
+    return labels
+
+
+def speaker_bounds(
+    num_speakers: int | None, min_speakers: int | None, max_speakers: int | None, registered_found: int
+) -> tuple[int, int | None]:
+    """Bounds on the number of anonymous speakers from hints that count everyone, registered speakers found included."""
+    if num_speakers is not None:
+        min_speakers = max_speakers = num_speakers
+    lower = max(1, (min_speakers or 1) - registered_found)
+    upper = None if max_speakers is None else max(1, max_speakers - registered_found)
+    return (lower if upper is None else min(lower, upper)), upper
+
+
+def link_segments(
+    segments: Sequence[Mapping],
+    registered: Sequence[str] = (),
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[dict]:
+    """Turns of the whole recording, with anonymous speakers linked across segments.
+
+    Each segment is `{"start", "end", "turns", "speakers"}`: its bounds in the recording (seconds),
+    its turns as the model gave them (local labels, times from the segment's start) and the
+    embedding of each anonymous local speaker (`local_speaker_embeddings`). Returns
+    `{"speaker", "text", "start", "end"}` turns in recording time; anonymous speakers are named
+    `spk0`, `spk1`, ... in order of first appearance, registered ones keep their names. Turns
+    without usable times span their segment. The hints count all speakers, registered ones included.
+    """
+    known = set(registered)
+    keys, vectors, groups, durations = [], [], [], []
+    for number, segment in enumerate(segments):
+        for label, entry in segment.get("speakers", {}).items():
+            keys.append((number, label))
+            vectors.append(np.asarray(entry["embedding"], dtype=np.float64))
+            groups.append(number)
+            durations.append(float(entry.get("duration", RELIABLE_SECONDS)))
+    found = {t["speaker"] for segment in segments for t in segment["turns"] if t["speaker"] in known}
+    lower, upper = speaker_bounds(num_speakers, min_speakers, max_speakers, len(found))
+    labels = (
+        cluster_embeddings(np.stack(vectors), groups, durations, threshold, lower, upper)
+        if vectors
+        else np.zeros(0, dtype=np.int64)
+    )
+    cluster_of = dict(zip(keys, labels.tolist(), strict=True))
+    spare = len(set(cluster_of.values()))
+
+    turns, first_seen = [], {}
+    for number, segment in enumerate(segments):
+        offset, length = float(segment["start"]), float(segment["end"]) - float(segment["start"])
+        for turn in segment["turns"]:
+            start, end = turn_span(turn, length)
+            speaker = turn["speaker"]
+            if speaker not in known:
+                if (number, speaker) not in cluster_of:  # a speaker without an embedding stays on its own
+                    cluster_of[(number, speaker)] = spare
+                    spare += 1
+                speaker = cluster_of[(number, speaker)]
+                if speaker not in first_seen or offset + start < first_seen[speaker][0]:
+                    first_seen[speaker] = (offset + start, len(first_seen))
+            turns.append(
+                {
+                    "speaker": speaker,
+                    "text": turn["text"],
+                    "start": round(offset + start, 3),
+                    "end": round(offset + end, 3),
+                }
+            )
+    names = {cluster: f"spk{rank}" for rank, cluster in enumerate(sorted(first_seen, key=first_seen.get))}
+    for turn in turns:
+        if not isinstance(turn["speaker"], str):
+            turn["speaker"] = names[turn["speaker"]]
+    return turns
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "turn_span",
+    "anonymous_labels",
+    "speaker_clips",
+    "local_speaker_embeddings",
+    "model_embedder",
+    "cluster_embeddings",
+    "speaker_bounds",
+    "link_segments",
+]

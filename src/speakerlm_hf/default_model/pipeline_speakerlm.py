@@ -1,0 +1,332 @@
+"""The `speaker-diarization-recognition` pipeline: audio (+ registered speakers) -> transcript by roles.
+
+Recordings of any length: a recording longer than one segment (50 s by default) is cut at pauses
+found by an energy VAD, its segments are transcribed in batches, and the anonymous speakers of the
+segments are linked into speakers of the whole recording by their voices (see
+`segmentation_speakerlm` and `linking_speakerlm`). Audio files are decoded block by block, so an
+hours-long file is never held in memory whole.
+
+Remote code: shipped to the Hub next to the model, so it imports only torch, transformers, numpy
+and the standard library. Objects loaded from a Hub folder each come from their own copy of the
+code, so the processor is used through its methods, never checked with `isinstance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+from transformers.pipelines.base import ChunkPipeline
+
+from .feature_extraction_speakerlm import pad_features
+from .linking_speakerlm import (
+    DEFAULT_THRESHOLD,
+    link_segments,
+    local_speaker_embeddings,
+    model_embedder,
+    turn_span,
+)
+from .processing_speakerlm import (
+    check_speaker_names,
+    format_role_transcript,
+    is_embedding,
+    parse_role_transcript,
+)
+from .segmentation_speakerlm import read_segments, segment_recording
+
+TASK = "speaker-diarization-recognition"
+MODEL_TASKS = ("sdr", "asr")
+MAX_SEGMENT_DURATION = 50.0
+DEFAULT_BATCH_SIZE = 4
+# Entries of a preprocessed batch that describe its segments rather than feed the model.
+SEGMENT_KEYS = ("segments", "waveforms", "speech_masks", "names", "task", "link", "done", "total", "is_last")
+
+
+def _count(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class SpeakerLMPipeline(ChunkPipeline):
+    """Who spoke when, and what, in a recording of any length.
+
+    ```python
+    pipe = pipeline("speaker-diarization-recognition", model=repo, trust_remote_code=True)
+    pipe("meeting.wav", speakers={"Mike": "mike.wav"}, return_timestamps=True)
+    # {"text": "[0.5-4.1] Mike: ...\\n[4.8-9.0] spk0: ...",
+    #  "turns": [{"speaker": "Mike", "text": "...", "start": 0.5, "end": 4.1}, ...]}
+    ```
+
+    An input is a path (any sampling rate and channel count; WAV, FLAC, OGG and MP3 through
+    soundfile, other containers through the ffmpeg program), a 1-D float array at 16 kHz, or a
+    `{"raw"|"array", "sampling_rate"}` dict; such a dict may carry its own `"speakers"`. A list of
+    inputs gives a list of results.
+
+    A recording up to `max_segment_duration` is transcribed whole, as the model was trained. A longer
+    one is cut at pauses into segments of at most that length; the model is then asked for turn
+    times in every segment (whatever `return_timestamps` says), and each anonymous speaker's turns
+    are embedded with the model's speaker extractor and clustered across segments, so that `spk0`,
+    `spk1`, ... (numbered by first appearance) name the same voice throughout. A recording without
+    speech gives no turns.
+
+    Call arguments:
+        speakers: `{name: clip | [clips] | embedding}` registered for every input (None: No-Regist,
+            anonymous `spkK` labels). Names are kept as they are in every segment.
+        task: "sdr" (transcribe by roles, the default) or "asr" (plain transcription).
+        return_timestamps: turns carry "start" and "end" in seconds of the whole recording.
+        num_speakers / min_speakers / max_speakers: hints on how many people speak, registered
+            speakers included, for linking the segments of a long recording.
+        batch_size: segments per `generate` call (default 4).
+        max_segment_duration: longest segment in seconds (default 50, as in the paper's evaluation).
+        linking_threshold: cosine similarity above which two anonymous speakers of different
+            segments are taken for one person (default 0.5).
+        progress_callback: called as `callback(segments_done, segments_total)` after every batch.
+        generation parameters (`max_new_tokens`, `num_beams`, ...) go to `model.generate`.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _pipeline_calls_generate = True
+    # A 50 s meeting segment by roles needs a few hundred tokens; the generation config may set its own.
+    _default_generation_config = GenerationConfig(max_new_tokens=1024)
+
+    def __call__(self, inputs: Any, *args, batch_size: int | None = None, **kwargs) -> Any:
+        # `batch_size` batches segments inside one recording; transformers' own batching would pad
+        # already batched inputs again, so it always sees one recording at a time.
+        if batch_size is None:
+            batch_size = self._batch_size
+        if batch_size is not None:
+            kwargs["segment_batch_size"] = batch_size
+        return super().__call__(inputs, *args, batch_size=1, **kwargs)
+
+    def _sanitize_parameters(
+        self,
+        speakers: Mapping | None = None,
+        task: str | None = None,
+        return_timestamps: bool | None = None,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        segment_batch_size: int | None = None,
+        max_segment_duration: float | None = None,
+        linking_threshold: float | None = None,
+        progress_callback: Callable[[int, int], None] | None = None,
+        **generate_kwargs,
+    ) -> tuple[dict, dict, dict]:
+        preprocess_params: dict[str, Any] = {}
+        postprocess_params: dict[str, Any] = {}
+        if speakers is not None:
+            if not isinstance(speakers, Mapping):
+                raise TypeError(
+                    f"speakers must be a {{name: clip or embedding}} mapping, got {type(speakers).__name__}"
+                )
+            preprocess_params["speakers"] = speakers
+        if task is not None:
+            if task not in MODEL_TASKS:
+                raise ValueError(f"task {task!r} is not one of {MODEL_TASKS}")
+            preprocess_params["task"] = task
+        if return_timestamps is not None:
+            preprocess_params["timestamps"] = postprocess_params["timestamps"] = bool(return_timestamps)
+        if segment_batch_size is not None:
+            preprocess_params["batch_size"] = _count(segment_batch_size, "batch_size")
+        if max_segment_duration is not None:
+            if not 1.0 <= float(max_segment_duration):
+                raise ValueError(f"max_segment_duration must be at least 1 s, got {max_segment_duration!r}")
+            preprocess_params["max_segment_duration"] = float(max_segment_duration)
+        hints = {
+            name: _count(value, name)
+            for name, value in (
+                ("num_speakers", num_speakers),
+                ("min_speakers", min_speakers),
+                ("max_speakers", max_speakers),
+            )
+            if value is not None
+        }
+        low, high = hints.get("min_speakers", 1), hints.get("max_speakers")
+        if high is not None and low > high:
+            raise ValueError(f"min_speakers={low} is more than max_speakers={high}")
+        if "num_speakers" in hints and not low <= hints["num_speakers"] <= (high or hints["num_speakers"]):
+            raise ValueError(f"num_speakers={hints['num_speakers']} is outside min_speakers..max_speakers")
+        postprocess_params.update(hints)
+        if linking_threshold is not None:
+            postprocess_params["linking_threshold"] = float(linking_threshold)
+        forward_params = dict(generate_kwargs)
+        if progress_callback is not None:
+            forward_params["progress_callback"] = progress_callback
+        return preprocess_params, forward_params, postprocess_params
+
+    def embed_speakers(self, speakers: Mapping | None) -> dict[str, Any]:
+        """Registered speakers with every clip replaced by its raw extractor embedding (`{"embedding": vector}`).
+
+        Done once per recording rather than once per segment; the CLI calls it once for all files.
+        The clips are checked here (at least 1 s, not silent), before any audio is decoded.
+        """
+        if not speakers:
+            return {}
+        names = check_speaker_names(list(speakers), self.processor.reserved_texts)
+        extractor, size = self.processor.feature_extractor, self.processor.speaker_embedding_size
+        registered: dict[str, Any] = {}
+        pieces, owner, slots = [], [], []
+        for name, value in zip(names, speakers.values(), strict=True):
+            if is_embedding(value, size):
+                registered[name] = value
+                continue
+            clips = value if isinstance(value, list) else [value]
+            found = extractor.enrollment_features(clips, name)
+            pieces += found
+            owner += [len(slots)] * len(found)
+            slots.append(name)
+            registered[name] = None
+        if slots:
+            # One batch for all pieces, as the processor would build it, so the numbers match.
+            features, mask = pad_features(pieces)
+            with torch.no_grad():
+                vectors = self.model.get_speaker_embeddings(
+                    len(slots),
+                    features.to(self.device, self.dtype),
+                    mask.to(self.device),
+                    torch.tensor(owner, dtype=torch.long, device=self.device),
+                )
+            for name, vector in zip(slots, vectors.float().cpu(), strict=True):
+                registered[name] = {"embedding": vector}
+        return registered
+
+    def preprocess(
+        self,
+        inputs: Any,
+        speakers: Mapping | None = None,
+        task: str = "sdr",
+        timestamps: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_segment_duration: float = MAX_SEGMENT_DURATION,
+    ) -> Iterator[dict[str, Any]]:
+        if isinstance(inputs, Mapping) and "speakers" in inputs:
+            inputs = dict(inputs)
+            own = inputs.pop("speakers")
+            if speakers is not None and own is not None:
+                raise ValueError(
+                    "speakers were given both in the input dict and as a call argument; give one"
+                )
+            speakers = own if own is not None else speakers
+        if task == "asr" and speakers:
+            raise ValueError("the ASR task takes no registered speakers")
+        max_duration = self.processor.feature_extractor.max_duration
+        if max_segment_duration > max_duration:
+            raise ValueError(
+                f"max_segment_duration={max_segment_duration:g} s is over the model's max_duration={max_duration:g} s"
+            )
+        registered = self.embed_speakers(speakers)
+        plan = segment_recording(inputs, max_duration=max_segment_duration)
+        segments = plan.segments
+        link = task == "sdr" and len(segments) > 1
+        common = {"names": list(registered), "task": task, "link": link, "total": len(segments)}
+        if not segments:
+            yield {**common, "segments": [], "waveforms": [], "speech_masks": [], "done": 0, "is_last": True}
+            return
+        audio = read_segments(plan.source, segments)
+        for first in range(0, len(segments), batch_size):
+            batch = segments[first : first + batch_size]
+            waveforms = [next(audio) for _ in batch]
+            features = self.processor(
+                waveforms,
+                speakers=registered or None,
+                task=task,
+                timestamps=timestamps or link,
+                return_tensors="pt",
+            )
+            # Audio features follow the model's dtype (bf16/fp16 checkpoints); ids and masks stay integer.
+            yield {
+                **dict(features.to(self.dtype)),
+                **common,
+                "segments": batch,
+                "waveforms": waveforms,
+                "speech_masks": [plan.speech_mask(segment) for segment in batch],
+                "done": first + len(batch),
+                "is_last": first + batch_size >= len(segments),
+            }
+
+    def _forward(
+        self,
+        model_inputs: dict[str, Any],
+        progress_callback: Callable[[int, int], None] | None = None,
+        **generate_kwargs,
+    ) -> dict[str, Any]:
+        info = {key: model_inputs.pop(key) for key in SEGMENT_KEYS}
+        results = []
+        if info["segments"]:
+            prompt_length = model_inputs["input_ids"].shape[1]
+            generated = self.model.generate(**model_inputs, **self._prepare_generate_kwargs(generate_kwargs))
+            # generate(input_ids=...) returns the prompt followed by the new tokens.
+            texts = self.processor.batch_decode(generated[:, prompt_length:])
+            embed = model_embedder(self.model) if info["link"] else None
+            for segment, waveform, mask, text in zip(
+                info["segments"], info["waveforms"], info["speech_masks"], texts, strict=True
+            ):
+                turns = parse_role_transcript(text)
+                result = {"start": segment.start, "end": segment.end, "text": text, "turns": turns}
+                if embed is not None:
+                    result["speakers"] = local_speaker_embeddings(waveform, turns, embed, info["names"], mask)
+                results.append(result)
+        if progress_callback is not None:
+            progress_callback(info["done"], info["total"])
+        return {
+            "results": results,
+            "names": info["names"],
+            "task": info["task"],
+            "link": info["link"],
+            "is_last": info["is_last"],
+        }
+
+    def postprocess(
+        self,
+        model_outputs: list[dict[str, Any]],
+        timestamps: bool = False,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        linking_threshold: float = DEFAULT_THRESHOLD,
+    ) -> dict[str, Any]:
+        segments = [result for output in model_outputs for result in output["results"]]
+        first = model_outputs[0]
+        if not segments:
+            return {"text": "", "turns": []}
+        if first["link"]:
+            turns = link_segments(
+                segments, first["names"], num_speakers, min_speakers, max_speakers, linking_threshold
+            )
+        else:
+            turns = []
+            for segment in segments:
+                for turn in segment["turns"]:
+                    turn = dict(turn)
+                    if timestamps or len(segments) > 1:
+                        start, end = turn_span(turn, segment["end"] - segment["start"])
+                        turn["start"], turn["end"] = (
+                            round(segment["start"] + start, 3),
+                            round(segment["start"] + end, 3),
+                        )
+                    turns.append(turn)
+        if not timestamps:
+            for turn in turns:
+                turn.pop("start", None)
+                turn.pop("end", None)
+        if len(segments) == 1:
+            # One segment is the whole recording: the text is the model's own.
+            return {"text": segments[0]["text"], "turns": turns}
+        if first["task"] == "asr":
+            return {
+                "text": " ".join(s["text"].strip() for s in segments if s["text"].strip()),
+                "turns": turns,
+            }
+        return {"text": format_role_transcript(turns, timestamps), "turns": turns}
+
+
+__all__ = ["SpeakerLMPipeline", "TASK"]
