@@ -139,3 +139,13 @@ def test_readme_command_prints_the_named_transcript(example, tmp_path, capsys, m
     printed = capsys.readouterr().out
     assert re.search(r"^\[\d+\.\d\d-\d+\.\d\d\] .+: ", printed, flags=re.M), printed
     assert {p.name for p in tmp_path.iterdir()} == {"meeting.txt", "meeting.json"}
+
+
+def test_shipped_remote_code_is_the_package_code():
+    """The default model's remote-code files are the package's own: re-export after changing them
+    (`python -m training.tiny.ship ...`)."""
+    package = DEFAULT_MODEL.parent
+    shipped = sorted(DEFAULT_MODEL.glob("*.py"))
+    assert shipped
+    stale = [path.name for path in shipped if path.read_bytes() != (package / path.name).read_bytes()]
+    assert not stale, f"{stale} differ from the package sources; re-export the default model"
