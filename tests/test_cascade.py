@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.fft import dct
-from test_longform import one_thread, speak  # noqa: F401  (one_thread: an autouse fixture)
+from test_longform import speak
 from transformers import Qwen2ForCausalLM, pipeline
 
 from benchmarks import sdr_compare

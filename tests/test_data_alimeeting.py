@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile
-import torch
 
 from speakerlm_hf.data import (
     RegistrationSampler,
@@ -29,15 +28,6 @@ from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
 RATE = 16000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machine's two cores are shared; several torch threads then wait on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -61,15 +61,6 @@ SENTENCES = TOY_SENTENCES[:8]
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on two shared cores, tiny matmuls are far slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def speak(text: str, voice: str, speed: int) -> np.ndarray:
     """espeak-ng speech at 16 kHz, trimmed to where the samples are not silent."""
     waveform = espeak(text, voice, speed)

@@ -36,15 +36,6 @@ CAMPPLUS_CASES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Run single-threaded: these small models are op-overhead bound and other test processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _eres2netv2_config(reference_kwargs: dict) -> ERes2NetV2Config:
     return ERes2NetV2Config(
         **{("base_width" if k == "baseWidth" else k): v for k, v in reference_kwargs.items()}

@@ -36,15 +36,6 @@ from training.tiny.speaker_extractor import (
 HAS_SYNTHESIS = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: a second OpenMP thread only spin-waits, and on shared cores slows these tests several-fold
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_eer_and_min_dcf_of_hand_made_trials():
     # targets 0.9 0.8 0.3 / non-targets 0.4 0.2 0.1: a threshold in (0.3, 0.4] misses 1/3 and accepts 1/3
     scores = np.array([0.9, 0.8, 0.3, 0.4, 0.2, 0.1])
