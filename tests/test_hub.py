@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -261,6 +262,15 @@ def test_export_is_atomic(trained, exported, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export_model(model, processor, exported.parent / "fresh")
     assert not (exported.parent / "fresh").exists()
+
+
+def test_export_has_the_permissions_of_a_plain_folder(exported):
+    """Written through a private temporary folder, the export still gets the umask's default modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o777 & ~umask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in exported.iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
 
 
 def test_lora_is_merged_only_when_asked_and_the_export_has_no_adapter(trained, audio_dir, tmp_path):

@@ -197,9 +197,21 @@ def generation_config_for(llm: str, tokenizer) -> GenerationConfig:
     return config
 
 
+def default_permissions(folder: Path) -> None:
+    """Give a folder made by `tempfile.mkdtemp` (0700) and its files the modes a plain `mkdir` and
+    `open` would (0777 / 0666 less the umask), so a published folder is not private to its writer."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
 def move_into_place(new: Path, target: Path, overwrite: bool) -> None:
-    """Rename the finished folder `new` to `target`; an existing `target` is swapped out only with
-    `overwrite`, and restored if the rename fails."""
+    """Rename the finished folder `new` to `target` with default permissions; an existing `target` is
+    swapped out only with `overwrite`, and restored if the rename fails."""
+    default_permissions(new)
     if not target.exists():
         os.replace(new, target)
         return

@@ -161,10 +161,6 @@ def main(argv=None) -> int:
         overwrite=True,
         max_new_tokens=1024,
     )
-    # Exports are written through a private temporary folder: make the shipped files readable by all.
-    Path(args.out).chmod(0o755)
-    for path in Path(args.out).iterdir():
-        path.chmod(0o644)
     print(f"exported to {args.out}")
     if args.examples:
         write_example(pick_example(args.meetings), Path(args.examples))
