@@ -208,12 +208,10 @@ class SpeakerLMTrainer(Trainer):
         if getattr(self, "_ctc_token_sets", None) is None:
             tokenizer = self.processing_class.tokenizer
             special = sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder))
-            structural = [
-                i
-                for token, i in tokenizer.get_vocab().items()
-                if ":" in tokenizer.convert_tokens_to_string([token])
-                or "[" in tokenizer.convert_tokens_to_string([token])
-            ]
+            texts = {
+                i: tokenizer.convert_tokens_to_string([token]) for token, i in tokenizer.get_vocab().items()
+            }
+            structural = [i for i, text in texts.items() if ":" in text or "[" in text]
             self._ctc_token_sets = (torch.tensor(special), torch.tensor(sorted(structural)))
         return tuple(t.to(device) for t in self._ctc_token_sets)
 
@@ -222,8 +220,8 @@ class SpeakerLMTrainer(Trainer):
         special, structural = self.ctc_token_sets(labels.device)
         keep = (labels != -100) & ~torch.isin(labels, special)
         # Only plain transcripts: a target with a role label or a timestamp is not spoken text.
-        rows = [i for i in range(labels.shape[0]) if not torch.isin(labels[i], structural).any()]
-        if not rows:
+        rows = (~torch.isin(labels, structural).any(-1)).nonzero().flatten()
+        if not rows.numel():
             return tokens.sum() * 0.0
         targets = [labels[i][keep[i]] for i in rows]
         embeddings = model.get_input_embeddings().weight

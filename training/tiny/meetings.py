@@ -23,7 +23,7 @@ import numpy as np
 from speakerlm_hf.data.audio import encode_flac
 from speakerlm_hf.data.shards import write_parquet_shards
 
-from ..synthetic.conversation import conversation_script, render_conversation
+from ..synthetic.conversation import ConversationScript, conversation_script, render_conversation
 from ..synthetic.corpus import SPLIT_CODES, load_speakers
 from ..synthetic.grammar import Grammar
 from ..synthetic.synthesis import SAMPLE_RATE, synthesize, utterance_jitter
@@ -53,8 +53,6 @@ def enrollment_clip(speaker, rng: np.random.Generator, split: str, low: float = 
 
 def render_session(job: tuple) -> dict:
     session_id, script_dict, speakers, split, seed = job
-    from ..synthetic.conversation import ConversationScript
-
     script = ConversationScript.from_dict(script_dict)
     rng = np.random.default_rng(seed)
     mix, turns = render_conversation(script, speakers, rng)
