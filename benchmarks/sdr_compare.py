@@ -35,29 +35,12 @@ import numpy as np
 import torch
 
 from speakerlm_hf.cascade import CascadeConfig, CascadeSDR, correct_with_llm
-from speakerlm_hf.data.audio import SAMPLING_RATE, decode_audio
+from speakerlm_hf.data import decode_prepared_row
+from speakerlm_hf.data.audio import SAMPLING_RATE
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.transcribe import load_pipeline
 
 COLUMNS = ("CER", "cpCER", "Δcp", "saCER", "Δsa", "RTF")
-
-
-def rows_to_example(row: dict) -> dict:
-    """A prepared or simulated row -> `{"id", "audio", "turns", "enrollment": {speaker: [clips]}}`."""
-    name = str(row["id"])
-    return {
-        "id": name,
-        "audio": decode_audio(row["audio"], f"audio of {name!r}"),
-        "turns": [dict(turn) for turn in row["turns"]],
-        "enrollment": {
-            str(entry["speaker"]): [
-                decode_audio(clip, f"enrollment clip of {entry['speaker']!r} in {name!r}")
-                for clip in entry["clips"]
-            ]
-            for entry in row.get("enrollment") or []
-            if entry["clips"]
-        },
-    }
 
 
 def synthetic_rows(folder: Path, limit: int, seed: int) -> Iterator[dict]:
@@ -95,7 +78,7 @@ def load_examples(
     for row in rows:
         if limit is not None and len(examples) >= limit:
             break
-        examples.append(rows_to_example(row))
+        examples.append(decode_prepared_row(row))
     if not examples:
         raise ValueError(f"--data {data!r} gave no examples")
     return examples

@@ -2,6 +2,7 @@
 registration sampling and collation into a batch the tiny model trains on."""
 
 import argparse
+import re
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from speakerlm_hf.data import (
     SpeakerLMDataCollator,
     alimeeting_sessions,
     compute_speaker_bank,
+    decode_prepared_row,
     load_prepared,
     prepare_sessions,
     push_prepared_to_hub,
@@ -120,6 +122,25 @@ def test_prepared_shards_stream_with_turns_audio_and_pools(corpus, prepared, row
                 )
     # The markup-only cough is speech for the cut points but never a turn.
     assert all(t["text"] for r in rows for t in r["turns"])
+
+
+def test_prepared_rows_decode_for_evaluation(rows):
+    row = rows[0]
+    decoded = decode_prepared_row(row)
+    assert decoded["id"] == row["id"] and decoded["turns"] == [dict(t) for t in row["turns"]]
+    np.testing.assert_array_equal(decoded["audio"], decode_audio(row["audio"]))
+    assert set(decoded["enrollment"]) == {e["speaker"] for e in row["enrollment"]}
+    for entry in row["enrollment"]:
+        clips = decoded["enrollment"][entry["speaker"]]
+        assert len(clips) == len(entry["clips"])
+        np.testing.assert_array_equal(clips[0], decode_audio(entry["clips"][0]))
+    assert all(len(c) == 1 for c in decode_prepared_row(row, max_clips=1)["enrollment"].values())
+    broken = {
+        **row,
+        "enrollment": [{"speaker": "X", "clips": [{"bytes": b"junk", "start": 0.0, "end": 1.0}]}],
+    }
+    with pytest.raises(ValueError, match=re.escape(f"'X' in '{row['id']}'")):
+        decode_prepared_row(broken)
 
 
 def test_same_seed_same_shards(corpus, prepared, tmp_path):

@@ -6,10 +6,13 @@ import torch
 
 from speakerlm_hf.data.collator import SpeakerLMDataCollator, relabel_turns
 from speakerlm_hf.data.registration import (
+    CHINESE_NAMES,
     DEFAULT_NAMES,
+    ENGLISH_NAMES,
     MODES,
     RegistrationSampler,
     SpeakerBank,
+    name_pool,
     present_speakers,
     speaker_identity,
 )
@@ -220,3 +223,24 @@ def test_collator_draws_are_seeded_per_worker(bank, processor):
     )
     direct = [in_process(batch)["input_ids"] for batch in dataset]
     assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, direct, strict=True))
+
+
+def test_name_pools_by_language_and_from_a_file(bank, tmp_path):
+    assert name_pool("all") == list(DEFAULT_NAMES) == list(ENGLISH_NAMES + CHINESE_NAMES)
+    assert all(n.isascii() for n in name_pool("english")) and len(name_pool("english")) >= 100
+    assert not any(n.isascii() for n in name_pool("chinese"))
+    listed = tmp_path / "names.txt"
+    listed.write_text("Ada\nGrace\n\nLinus\n", encoding="utf-8")
+    assert name_pool(str(listed)) == ["Ada", "Grace", "Linus"]
+    sampler = RegistrationSampler(bank, probabilities=(1, 0, 0), names=name_pool("english"))
+    registration = sampler.register(row(0), "match", np.random.default_rng(0))
+    assert set(registration.speakers) <= set(ENGLISH_NAMES)
+
+
+@pytest.mark.parametrize("content", [None, "", "spk0\n"])
+def test_bad_name_pools_are_refused_naming_the_pool(tmp_path, content):
+    spec = str(tmp_path / "pool.txt")
+    if content is not None:
+        (tmp_path / "pool.txt").write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match="klingon" if content is None else "pool.txt"):
+        name_pool(spec if content is not None else "klingon")

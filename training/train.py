@@ -31,6 +31,7 @@ from speakerlm_hf.data import (
     SpeakerBank,
     SpeakerLMDataCollator,
     load_prepared,
+    name_pool,
     simulate_conversations,
 )
 from speakerlm_hf.data.audio import decode_audio
@@ -80,6 +81,12 @@ class StageArguments:
     )
     registration_per_batch: bool = field(default=True, metadata={"help": "one draw per batch, as the paper"})
     max_extra_speakers: int = 50
+    registration_names: str = field(
+        default="all",
+        metadata={
+            "help": "names given to registered speakers: all | english | chinese | a file, one per line"
+        },
+    )
     enrollment: str = field(default="clips", metadata={"help": "clips | embeddings (from the speaker bank)"})
     timestamps: float = field(default=0.0, metadata={"help": "probability of the timestamped target"})
     asr_probability: float = field(
@@ -263,6 +270,7 @@ def build_collator(args: StageArguments, processor, task: str, seed: int) -> Ski
             per_batch=args.registration_per_batch,
             max_extra=args.max_extra_speakers,
             enrollment=args.enrollment,
+            names=name_pool(args.registration_names),
         )
     collator = SpeakerLMDataCollator(
         processor,

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speakerlm_hf.data import load_prepared
-from speakerlm_hf.data.audio import decode_audio
-from speakerlm_hf.data.registration import DEFAULT_NAMES
+from speakerlm_hf.data import decode_prepared_row, load_prepared
+from speakerlm_hf.data.registration import ENGLISH_NAMES
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
@@ -41,22 +40,13 @@ def has_continuation(turns: list[dict]) -> bool:
 
 
 def load_sessions(folder: str, split: str, limit: int | None) -> list[dict]:
+    """Held-out sessions with their audio and one enrollment clip per speaker."""
     rows = load_prepared(folder, split, streaming=False)
     sessions = []
     for row in rows.select(range(min(limit or len(rows), len(rows)))):
-        name = row["id"]
-        sessions.append(
-            {
-                "id": name,
-                "audio": decode_audio(row["audio"], f"audio of {name!r}"),
-                "turns": [dict(t) for t in row["turns"]],
-                "enrollment": {
-                    e["speaker"]: decode_audio(e["clips"][0], f"enrollment of {e['speaker']!r}")
-                    for e in row["enrollment"]
-                    if e["clips"]
-                },
-            }
-        )
+        session = decode_prepared_row(row, max_clips=1)
+        session["enrollment"] = {s: clips[0] for s, clips in session["enrollment"].items()}
+        sessions.append(session)
     return sessions
 
 
@@ -77,7 +67,7 @@ def registrations(sessions: list[dict], extra: int, seed: int) -> dict[str, list
         ]
         unique = list({s: clip for s, clip in others}.items())
         chosen = [unique[i] for i in rng.permutation(len(unique))[:extra]]
-        names = [str(n) for n in rng.permutation([n for n in DEFAULT_NAMES if n.isascii()])]
+        names = [str(n) for n in rng.permutation(ENGLISH_NAMES)]
         naming = dict(zip(present + [s for s, _ in chosen], names, strict=False))
         match = {naming[s]: session["enrollment"][s] for s in present}
         over_items = list(match.items()) + [(naming[s], clip) for s, clip in chosen]

@@ -16,14 +16,22 @@ from .corpora import (
 from .prepare import prepare_sessions, session_rows
 from .registration import (
     DEFAULT_NAMES,
+    NAME_POOLS,
     Registration,
     RegistrationSampler,
     SpeakerBank,
     compute_speaker_bank,
+    name_pool,
     speaker_identity,
 )
 from .segments import SegmentConfig, cut_segments, enrollment_pool, segment_turns
-from .shards import SEGMENT_FEATURES, load_prepared, push_prepared_to_hub, write_parquet_shards
+from .shards import (
+    SEGMENT_FEATURES,
+    decode_prepared_row,
+    load_prepared,
+    push_prepared_to_hub,
+    write_parquet_shards,
+)
 from .simulation import ConversationSimulator, SimulationConfig, simulate_conversations
 from .textgrid import TextGrid, parse_textgrid, read_textgrid
 
@@ -40,16 +48,19 @@ __all__ = [
     "prepare_sessions",
     "session_rows",
     "DEFAULT_NAMES",
+    "NAME_POOLS",
     "Registration",
     "RegistrationSampler",
     "SpeakerBank",
     "compute_speaker_bank",
+    "name_pool",
     "speaker_identity",
     "SegmentConfig",
     "cut_segments",
     "enrollment_pool",
     "segment_turns",
     "SEGMENT_FEATURES",
+    "decode_prepared_row",
     "load_prepared",
     "push_prepared_to_hub",
     "write_parquet_shards",

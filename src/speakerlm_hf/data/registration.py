@@ -8,7 +8,7 @@ order of first appearance), u >= 2/3 registers, besides the present speakers, k 
 (Over-Regist). The probabilities and the range of k are parameters.
 
 Names: every registered speaker, present or extra, gets a distinct name drawn for the sample from
-a pool of given names (English and Chinese, `DEFAULT_NAMES`). Corpus ids cannot serve: AliMeeting's
+a pool of given names (English and Chinese, `DEFAULT_NAMES`; `NAME_POOLS` has one per language). Corpus ids cannot serve: AliMeeting's
 `SPK8004` reads as an anonymous `spkK` label, and an id that comes back with the same voice in
 many sessions would let the model learn the voice-name pairs instead of reading the embedding.
 
@@ -38,6 +38,10 @@ from .audio import decode_audio
 __all__ = [
     "MODES",
     "DEFAULT_NAMES",
+    "ENGLISH_NAMES",
+    "CHINESE_NAMES",
+    "NAME_POOLS",
+    "name_pool",
     "speaker_identity",
     "SpeakerBank",
     "compute_speaker_bank",
@@ -49,8 +53,7 @@ __all__ = [
 MODES = ("match", "no", "over")
 BANK_FORMAT = "speakerlm-speaker-bank/1"
 
-DEFAULT_NAMES = (
-    # English given names
+ENGLISH_NAMES = (
     "Mike", "Lucy", "Jack", "Anna", "Ben", "Clara", "David", "Emma", "Frank", "Grace",
     "Henry", "Iris", "James", "Julia", "Kevin", "Laura", "Leo", "Maria", "Nathan", "Nora",
     "Oliver", "Olivia", "Paul", "Rachel", "Robert", "Sarah", "Simon", "Sophie", "Thomas", "Victoria",
@@ -61,13 +64,34 @@ DEFAULT_NAMES = (
     "Oscar", "Philip", "Ruth", "Steve", "Tony", "Vera", "Wendy", "Alex", "Charlotte", "Derek",
     "Eva", "Felix", "Gina", "Hugo", "Ivy", "Jonas", "Karen", "Lily", "Max", "Nina",
     "Owen", "Paula", "Quentin", "Rita", "Sean", "Tara", "Uma", "Vincent", "Yvonne", "Zack",
-    # Chinese full names
+)  # fmt: skip
+CHINESE_NAMES = (
     "张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄丽", "周杰", "吴昊",
     "徐婷", "孙浩", "马超", "朱琳", "胡斌", "郭强", "何欢", "林峰", "高媛", "罗琪",
     "郑凯", "梁雪", "谢晨", "宋佳", "唐亮", "韩梅", "冯刚", "邓洁", "曹阳", "彭飞",
     "曾红", "萧然", "田甜", "董明", "潘悦", "袁博", "蒋欣", "蔡军", "余萍", "杜宇",
     "叶青", "程龙", "魏华", "苏晴", "吕方", "丁宁", "沈涛", "任静", "姚远", "卢琳",
 )  # fmt: skip
+DEFAULT_NAMES = ENGLISH_NAMES + CHINESE_NAMES
+# Pools by language: a model trained on one language's speech learns to copy that language's names
+# (an English-only model with a small tokenizer spends capacity on Chinese byte pieces otherwise).
+NAME_POOLS = {"all": DEFAULT_NAMES, "english": ENGLISH_NAMES, "chinese": CHINESE_NAMES}
+
+
+def name_pool(spec: str) -> list[str]:
+    """Registered-name pool from a pool name (`NAME_POOLS`) or a UTF-8 text file of one name per line."""
+    if spec in NAME_POOLS:
+        return list(NAME_POOLS[spec])
+    if not os.path.isfile(spec):
+        raise ValueError(f"name pool {spec!r} is neither one of {sorted(NAME_POOLS)} nor a file of names")
+    with open(spec, encoding="utf-8") as file:
+        names = [line.strip() for line in file if line.strip()]
+    if not names:
+        raise ValueError(f"name pool file {spec!r} holds no names")
+    try:
+        return check_speaker_names(names)
+    except ValueError as error:
+        raise ValueError(f"name pool file {spec!r}: {error}") from None
 
 
 def speaker_identity(corpus: str, speaker: str) -> str:

@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Audio, Features, List, Value
 
-from .audio import SAMPLING_RATE
+from .audio import SAMPLING_RATE, decode_audio
 
 __all__ = [
     "SEGMENT_FEATURES",
     "write_parquet_shards",
     "prepared_data_files",
     "load_prepared",
+    "decode_prepared_row",
     "push_prepared_to_hub",
 ]
 
@@ -148,6 +149,26 @@ def load_prepared(
         files = prepared_data_files(path, split)
     dataset = datasets.load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming)
     return dataset.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE, decode=False))
+
+
+def decode_prepared_row(row: dict, max_clips: int | None = None) -> dict:
+    """A prepared (or simulated) row with its audio decoded, for evaluation and demos:
+    `{"id", "audio", "turns", "enrollment": {speaker: [clips]}}`, at most `max_clips` clips per
+    speaker and only speakers with a clip. Errors name the row and the speaker."""
+    name = str(row["id"])
+    return {
+        "id": name,
+        "audio": decode_audio(row["audio"], f"audio of {name!r}"),
+        "turns": [dict(turn) for turn in row["turns"]],
+        "enrollment": {
+            str(entry["speaker"]): [
+                decode_audio(clip, f"enrollment clip of {entry['speaker']!r} in {name!r}")
+                for clip in entry["clips"][:max_clips]
+            ]
+            for entry in row.get("enrollment") or []
+            if entry["clips"]
+        },
+    }
 
 
 def push_prepared_to_hub(
