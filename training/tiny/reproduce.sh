@@ -30,15 +30,23 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
     printf '%s\t%d\n' "$name" $((SECONDS - began)) >>"$TIMES"
 }
 
-stage() {  # stage N: one training stage with the tiny configs, paths rewritten into WORK
-    local n=$1
+stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
+    local n=$1 previous
+    case $n in
+        1) previous=assembled ;;
+        1b) previous=stage1/final ;;
+        1c) previous=stage1b/final ;;
+        2) previous=stage1c/final ;;
+        *) previous=stage$((n - 1))/final ;;
+    esac
     python -m training.train "training/tiny/configs/stage$n.yaml" \
-        --model_name_or_path "$WORK/$([ "$n" = 1 ] && echo assembled || echo "stage$((n - 1))/final")" \
-        --train_data "$([ "$n" -le 2 ] && echo "$CORPUS/data" || echo "$WORK/meetings-train")" \
+        --model_name_or_path "$WORK/$previous" \
         --output_dir "$WORK/stage$n" \
-        $([ "$n" = 1 ] && echo "--eval_data $CORPUS/data") \
-        $([ "$n" = 2 ] && echo "--speaker_bank $WORK/bank-simulated.safetensors") \
-        $([ "$n" -ge 3 ] && echo "--speaker_bank $WORK/bank-meetings.safetensors")
+        $(case $n in
+            1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
+            2) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
+            *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
+        esac)
 }
 
 step corpus "$CORPUS/manifest.json" python -m training.synthetic.corpus --out "$CORPUS" \
@@ -51,6 +59,8 @@ step speaker-extractor "$WORK/speaker_extractor/model.safetensors" python -m tra
 step assemble "$WORK/assembled" python -m training.tiny.assemble --corpus "$CORPUS" \
     --speaker-extractor "$WORK/speaker_extractor" --out "$WORK/assembled"
 step stage1 "$WORK/stage1/final" stage 1
+step stage1b "$WORK/stage1b/final" stage 1b
+step stage1c "$WORK/stage1c/final" stage 1c
 step speaker-bank "$WORK/bank-meetings.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
     --model "$WORK/assembled" --out "$WORK/bank-simulated.safetensors" "$WORK/bank-meetings.safetensors" \
     --corpus-name simulated synthetic-meetings

@@ -2,12 +2,13 @@
 
     python -m training.tiny.ship --model outputs/tiny/stage4/final --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
-        --examples src/speakerlm_hf/examples
+        --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
 The weights are stored in float32 (the model is about 40 MB). The example is a held-out test
 session (voices and sentences never heard in training) with a speaker who continues after a pause,
 written as `meeting.wav` with one enrollment clip per speaker under `enrollment/<Name>.wav` and
-the reference transcript in `meeting.json`.
+the reference transcript in `meeting.json`. `--held-out` writes a few more short held-out
+sessions the same way (FLAC) for the regression test of the shipped model.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ CARD = dict(
     training_stages=[
         {
             "stage": "1",
-            "data": "16,000 synthetic utterances (1,600 voices), ASR, with auxiliary CTC",
+            "data": "16,000 synthetic utterances (1,600 voices), ASR, with auxiliary CTC; three rounds "
+            "(1,200 + 2,000 + 800 steps of 32, warm restarts)",
             "trained": "audio encoder, projector, LLM (from scratch)",
             "frozen": "speaker extractor",
         },
@@ -115,17 +117,33 @@ def pick_example(meetings: str, max_seconds: float = 40.0) -> dict:
     raise ValueError(f"no suitable example session in {meetings}")
 
 
-def write_example(row: dict, folder: Path) -> None:
+def pick_held_out(meetings: str, count: int, skip: str, max_seconds: float = 20.0) -> list[dict]:
+    """`count` short held-out sessions with a continuation after a pause (not the example `skip`),
+    taken from the end of the test split (the evaluation scores its start)."""
+    rows = load_prepared(meetings, "test", streaming=False)
+    chosen = []
+    for index in reversed(range(len(rows))):
+        row = rows[index]
+        if row["id"] != skip and has_continuation(row["turns"]) and row["end"] - row["start"] <= max_seconds:
+            chosen.append(row)
+        if len(chosen) == count:
+            return chosen[::-1]
+    raise ValueError(f"fewer than {count} suitable held-out sessions in {meetings}")
+
+
+def write_example(row: dict, folder: Path, suffix: str = ".wav") -> None:
+    """`meeting<suffix>`, `enrollment/<Name><suffix>` (one clip per speaker, named in order of first
+    appearance) and the reference `meeting.json`."""
     order = list(dict.fromkeys(t["speaker"] for t in sorted(row["turns"], key=lambda t: t["start"])))
     names = dict(zip(order, EXAMPLE_NAMES, strict=False))
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         staging = Path(tmp) / "examples"
         (staging / "enrollment").mkdir(parents=True)
-        soundfile.write(staging / "meeting.wav", decode_audio(row["audio"]), 16000, subtype="PCM_16")
+        soundfile.write(staging / f"meeting{suffix}", decode_audio(row["audio"]), 16000, subtype="PCM_16")
         for entry in row["enrollment"]:
             clip = decode_audio(entry["clips"][0])
             soundfile.write(
-                staging / "enrollment" / f"{names[entry['speaker']]}.wav", clip, 16000, subtype="PCM_16"
+                staging / "enrollment" / f"{names[entry['speaker']]}{suffix}", clip, 16000, subtype="PCM_16"
             )
         reference = {
             "session": row["id"],
@@ -147,6 +165,10 @@ def main(argv=None) -> int:
     parser.add_argument("--meetings", required=True, help="held-out sessions to take the example from")
     parser.add_argument("--out", required=True)
     parser.add_argument("--examples", default=None, help="where to write the bundled example meeting")
+    parser.add_argument(
+        "--held-out", default=None, help="where to write a few short held-out sessions for regression tests"
+    )
+    parser.add_argument("--held-out-count", type=int, default=4)
     args = parser.parse_args(argv)
     model = SpeakerLMForConditionalGeneration.from_pretrained(args.model).eval()
     processor = SpeakerLMProcessor.from_pretrained(args.model)
@@ -162,9 +184,15 @@ def main(argv=None) -> int:
         max_new_tokens=1024,
     )
     print(f"exported to {args.out}")
+    example = pick_example(args.meetings)
     if args.examples:
-        write_example(pick_example(args.meetings), Path(args.examples))
+        write_example(example, Path(args.examples))
         print(f"wrote the example meeting to {args.examples}")
+    if args.held_out:
+        Path(args.held_out).mkdir(parents=True, exist_ok=True)
+        for row in pick_held_out(args.meetings, args.held_out_count, example["id"]):
+            write_example(row, Path(args.held_out) / row["id"], suffix=".flac")
+        print(f"wrote {args.held_out_count} held-out sessions to {args.held_out}")
     return 0
 
 
