@@ -192,6 +192,13 @@ def test_vad_and_segmentation_cut_only_in_pauses(meeting):
     # One region longer than a segment is cut where it is quietest, and nothing is lost.
     forced = plan_segments([(100, 9000)], 95.0, np.zeros(9500), max_duration=40.0)
     assert [(s.start, s.end) for s in forced] == [(0.8, 40.8), (40.8, 80.8), (80.8, 90.2)]
+    # Speech running to the very end is not cut a few frames before it (a 20 ms segment cannot be
+    # transcribed): the last forced cut leaves the next segment at least 1 s.
+    ending = plan_segments([(100, 8082)], 80.82, np.zeros(8082), max_duration=40.0)
+    assert [(s.start, s.end) for s in ending] == [(0.8, 40.8), (40.8, 79.82), (79.82, 80.82)]
+    short = plan_segments([(20, 1003)], 10.03, np.zeros(1003), max_duration=6.0)
+    assert min(s.end - s.start for s in short) >= 1.0 and short[-1].end == 10.03
+    assert all(s.end - s.start <= 6.0 for s in short)
     assert plan_segments([(10, 50)], 30.0) == plan_segments([(10, 50), (900, 1000)], 30.0)
     assert plan_segments([], 300.0) == []
 

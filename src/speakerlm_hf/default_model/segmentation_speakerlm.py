@@ -311,6 +311,7 @@ def plan_segments(
         smoothed = np.zeros(num_frames)
     min_frames = min(round(min_duration * FRAMES_PER_SECOND), max_frames)
     pad_frames = round(pad * FRAMES_PER_SECOND)
+    min_piece = max(1, round(min(1.0, max_duration / 4) * FRAMES_PER_SECOND))
     pending = [tuple(region) for region in regions]
     bounds: list[tuple[int, int]] = []
     start = max(0, pending[0][0] - pad_frames)
@@ -325,7 +326,9 @@ def plan_segments(
             # One region longer than a segment: cut it at its quietest frame near the limit.
             region_start, region_end = pending[0]
             low = max(start + max(min_frames, max_frames - 10 * FRAMES_PER_SECOND), region_start + 1)
-            high = min(start + max_frames, region_end - 1)
+            # Leave at least `min_piece` of the region for the next segment: a cut a few frames before
+            # the recording's end would make a segment too short to transcribe.
+            high = min(start + max_frames, region_end - min_piece)
             # The last of the quietest frames, so that the segment is as long as it may be.
             window = smoothed[low : high + 1][::-1]
             cut = high if low >= high else high - int(np.argmin(window))
