@@ -8,9 +8,10 @@ order of first appearance), u >= 2/3 registers, besides the present speakers, k 
 (Over-Regist). The probabilities and the range of k are parameters.
 
 Names: every registered speaker, present or extra, gets a distinct name drawn for the sample from
-a pool of given names (English and Chinese, `DEFAULT_NAMES`; `NAME_POOLS` has one per language). Corpus ids cannot serve: AliMeeting's
-`SPK8004` reads as an anonymous `spkK` label, and an id that comes back with the same voice in
-many sessions would let the model learn the voice-name pairs instead of reading the embedding.
+a pool of given names (English and Chinese, `DEFAULT_NAMES`; `NAME_POOLS` has one per language).
+Corpus ids cannot serve: AliMeeting's `SPK8004` reads as an anonymous `spkK` label, and an id that
+comes back with the same voice in many sessions would let the model learn the voice-name pairs
+instead of reading the embedding.
 
 Present speakers are registered with `clips_per_speaker` clips drawn from their pool (embedded by
 the model's frozen extractor in the forward pass) or, with `enrollment="embeddings"`, with their
