@@ -21,8 +21,8 @@ from pathlib import Path
 import soundfile
 
 from speakerlm_hf.assemble import move_into_place
-from speakerlm_hf.data import load_prepared
-from speakerlm_hf.data.audio import decode_audio
+from speakerlm_hf.data import decode_prepared_row, load_prepared
+from speakerlm_hf.data.registration import present_speakers
 from speakerlm_hf.hub import export_model
 from speakerlm_hf.model_card import CardInfo
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
@@ -134,16 +134,15 @@ def pick_held_out(meetings: str, count: int, skip: str, max_seconds: float = 20.
 def write_example(row: dict, folder: Path, suffix: str = ".wav") -> None:
     """`meeting<suffix>`, `enrollment/<Name><suffix>` (one clip per speaker, named in order of first
     appearance) and the reference `meeting.json`."""
-    order = list(dict.fromkeys(t["speaker"] for t in sorted(row["turns"], key=lambda t: t["start"])))
-    names = dict(zip(order, EXAMPLE_NAMES, strict=False))
+    names = dict(zip(present_speakers(row["turns"]), EXAMPLE_NAMES, strict=False))
+    session = decode_prepared_row(row, max_clips=1)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         staging = Path(tmp) / "examples"
         (staging / "enrollment").mkdir(parents=True)
-        soundfile.write(staging / f"meeting{suffix}", decode_audio(row["audio"]), 16000, subtype="PCM_16")
-        for entry in row["enrollment"]:
-            clip = decode_audio(entry["clips"][0])
+        soundfile.write(staging / f"meeting{suffix}", session["audio"], 16000, subtype="PCM_16")
+        for speaker, (clip,) in session["enrollment"].items():
             soundfile.write(
-                staging / "enrollment" / f"{names[entry['speaker']]}{suffix}", clip, 16000, subtype="PCM_16"
+                staging / "enrollment" / f"{names[speaker]}{suffix}", clip, 16000, subtype="PCM_16"
             )
         reference = {
             "session": row["id"],
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
         max_new_tokens=1024,
     )
     print(f"exported to {args.out}")
-    example = pick_example(args.meetings)
+    example = pick_example(args.meetings) if args.examples or args.held_out else None
     if args.examples:
         write_example(example, Path(args.examples))
         print(f"wrote the example meeting to {args.examples}")
