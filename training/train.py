@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 
 import datasets
+import torch.distributed as distributed
 import yaml
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
@@ -357,7 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.generation_examples:
             scores = trainer.transcription_scores(trainer.generation_examples)
             logger.info("final validation: %s", scores)
+    close_process_group()
     return 0
+
+
+def close_process_group() -> None:
+    """Waits for the main process to finish saving, then tears the process group down: a
+    worker exiting while the group's threads still run aborts ("terminate called without an
+    active exception") and fails the whole distributed run."""
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
