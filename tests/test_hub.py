@@ -16,9 +16,10 @@ import pytest
 import soundfile
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import pipeline
+from transformers import LogitsProcessorList, pipeline
 
 from speakerlm_hf import cli, hub
+from speakerlm_hf.generation_speakerlm import SpeakerLabelConstraint
 from speakerlm_hf.hub import check_hub_folder, export_model, load_exported, push_folder
 from speakerlm_hf.model_card import CardInfo
 from speakerlm_hf.pipeline_speakerlm import TASK
@@ -43,6 +44,7 @@ REMOTE_CODE = {
     "configuration_speaker_encoders.py",
     "configuration_speakerlm.py",
     "feature_extraction_speakerlm.py",
+    "generation_speakerlm.py",
     "linking_speakerlm.py",
     "modeling_campplus.py",
     "modeling_eres2netv2.py",
@@ -110,11 +112,19 @@ def exported(trained, tmp_path_factory):
 
 
 def transcribe(model, processor, audio, speakers=None) -> dict:
-    """The installed package's transcript: processor, generate, new tokens only."""
+    """The installed package's transcript: processor, generate under the pipeline's label
+    constraint, new tokens only."""
     inputs = processor(audio, speakers=speakers)
+    prompt_length = inputs["input_ids"].shape[1]
+    labels = SpeakerLabelConstraint(processor.tokenizer, list(speakers or ()), prompt_length)
     with torch.no_grad():
-        generated = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-    new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+        generated = model.generate(
+            **inputs,
+            max_new_tokens=MAX_NEW_TOKENS,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([labels]),
+        )
+    new_tokens = generated[:, prompt_length:]
     return {"text": processor.batch_decode(new_tokens)[0], "turns": processor.post_process(new_tokens)[0]}
 
 

@@ -173,6 +173,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
     for name in ("num_speakers", "min_speakers", "max_speakers", "max_new_tokens", "num_beams"):
         if getattr(args, name) is not None:
             call_kwargs[name] = getattr(args, name)
+    if args.free_labels:
+        call_kwargs["constrain_labels"] = False
     outcome = transcribe_files(
         pipe,
         args.audio,
@@ -239,6 +241,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-speakers", type=int, help="at most this many speakers")
     parser.add_argument("--max-new-tokens", type=int, help="longest transcript of one segment, in tokens")
     parser.add_argument("--num-beams", type=int, help="beam search width (default: the model's)")
+    parser.add_argument(
+        "--free-labels",
+        action="store_true",
+        help="let the model write any speaker label (default: registered names and spk0, spk1, ... only)",
+    )
     parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights dtype (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary")

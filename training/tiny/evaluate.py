@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
+from speakerlm_hf.generation_speakerlm import SpeakerLabelConstraint
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
@@ -80,13 +82,28 @@ def registrations(sessions: list[dict], extra: int, seed: int) -> dict[str, list
 
 
 @torch.no_grad()
-def transcribe(model, processor, sessions, speakers, batch_size: int, max_new_tokens: int) -> list[str]:
+def transcribe(
+    model, processor, sessions, speakers, batch_size: int, max_new_tokens: int, constrain_labels: bool = True
+) -> list[str]:
+    """Greedy transcripts; with `constrain_labels` every turn starts with a registered name or an
+    anonymous label, as the pipeline decodes by default."""
     texts = []
     for start in range(0, len(sessions), batch_size):
         chunk = sessions[start : start + batch_size]
-        inputs = processor([s["audio"] for s in chunk], speakers=speakers[start : start + batch_size])
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        texts += processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
+        registered = speakers[start : start + batch_size]
+        inputs = processor([s["audio"] for s in chunk], speakers=registered)
+        prompt_length = inputs["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if constrain_labels:
+            names = [list(r or {}) for r in registered]
+            eos = model.generation_config.eos_token_id
+            processors.append(
+                SpeakerLabelConstraint(processor.tokenizer, names, prompt_length, eos_token_id=eos)
+            )
+        out = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors
+        )
+        texts += processor.batch_decode(out[:, prompt_length:])
     return texts
 
 
@@ -122,6 +139,7 @@ def evaluate(
     seed: int,
     batch_size: int = 8,
     max_new_tokens: int = 400,
+    constrain_labels: bool = True,
 ) -> dict:
     model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeakerLMProcessor.from_pretrained(model_dir)
@@ -132,7 +150,9 @@ def evaluate(
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
     for mode in MODES:
         began = time.perf_counter()
-        texts = transcribe(model, processor, sessions, speakers[mode], batch_size, max_new_tokens)
+        texts = transcribe(
+            model, processor, sessions, speakers[mode], batch_size, max_new_tokens, constrain_labels
+        )
         elapsed = time.perf_counter() - began
         hypotheses = [
             [{"speaker": t["speaker"], "text": t["text"]} for t in parse_role_transcript(text)]
@@ -146,6 +166,7 @@ def evaluate(
         }
         outputs[mode] = {s["id"]: text for s, text in zip(sessions, texts, strict=True)}
     results["extra_speakers"] = extra
+    results["constrain_labels"] = constrain_labels
     results["audio_hours"] = audio_seconds / 3600
     return {"results": results, "transcripts": outputs}
 
@@ -178,6 +199,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=400)
+    parser.add_argument(
+        "--free-labels",
+        action="store_true",
+        help="let the model write any speaker label (default: registered names and spkK only, as the pipeline)",
+    )
     parser.add_argument("--output", default=None, help="JSON with the scores and every transcript")
     args = parser.parse_args(argv)
     report = evaluate(
@@ -189,6 +215,7 @@ def main(argv=None) -> int:
         args.seed,
         args.batch_size,
         args.max_new_tokens,
+        not args.free_labels,
     )
     print(format_results(report["results"]))
     for mode in MODES:

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
 from transformers.pipelines.base import ChunkPipeline
 
 from .feature_extraction_speakerlm import pad_features
+from .generation_speakerlm import SpeakerLabelConstraint
 from .linking_speakerlm import (
     DEFAULT_THRESHOLD,
     link_segments,
@@ -41,7 +42,18 @@ MODEL_TASKS = ("sdr", "asr")
 MAX_SEGMENT_DURATION = 50.0
 DEFAULT_BATCH_SIZE = 4
 # Entries of a preprocessed batch that describe its segments rather than feed the model.
-SEGMENT_KEYS = ("segments", "waveforms", "speech_masks", "names", "task", "link", "done", "total", "is_last")
+SEGMENT_KEYS = (
+    "segments",
+    "waveforms",
+    "speech_masks",
+    "names",
+    "task",
+    "link",
+    "timestamps",
+    "done",
+    "total",
+    "is_last",
+)
 
 
 def _count(value: object, name: str) -> int | None:
@@ -86,6 +98,8 @@ class SpeakerLMPipeline(ChunkPipeline):
         linking_threshold: cosine similarity above which two anonymous speakers of different
             segments are taken for one person (default 0.5).
         progress_callback: called as `callback(segments_done, segments_total)` after every batch.
+        constrain_labels: start every turn with a registered name or an anonymous label in order
+            of first appearance, never an invented name (default True; see `generation_speakerlm`).
         generation parameters (`max_new_tokens`, `num_beams`, ...) go to `model.generate`.
     """
 
@@ -119,6 +133,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         max_segment_duration: float | None = None,
         linking_threshold: float | None = None,
         progress_callback: Callable[[int, int], None] | None = None,
+        constrain_labels: bool | None = None,
         **generate_kwargs,
     ) -> tuple[dict, dict, dict]:
         preprocess_params: dict[str, Any] = {}
@@ -161,6 +176,8 @@ class SpeakerLMPipeline(ChunkPipeline):
         forward_params = dict(generate_kwargs)
         if progress_callback is not None:
             forward_params["progress_callback"] = progress_callback
+        if constrain_labels is not None:
+            forward_params["constrain_labels"] = bool(constrain_labels)
         return preprocess_params, forward_params, postprocess_params
 
     def embed_speakers(self, speakers: Mapping | None) -> dict[str, Any]:
@@ -227,7 +244,13 @@ class SpeakerLMPipeline(ChunkPipeline):
         plan = segment_recording(inputs, max_duration=max_segment_duration)
         segments = plan.segments
         link = task == "sdr" and len(segments) > 1
-        common = {"names": list(registered), "task": task, "link": link, "total": len(segments)}
+        common = {
+            "names": list(registered),
+            "task": task,
+            "link": link,
+            "timestamps": timestamps or link,
+            "total": len(segments),
+        }
         if not segments:
             yield {**common, "segments": [], "waveforms": [], "speech_masks": [], "done": 0, "is_last": True}
             return
@@ -239,7 +262,7 @@ class SpeakerLMPipeline(ChunkPipeline):
                 waveforms,
                 speakers=registered or None,
                 task=task,
-                timestamps=timestamps or link,
+                timestamps=common["timestamps"],
                 return_tensors="pt",
             )
             # Audio features follow the model's dtype (bf16/fp16 checkpoints); ids and masks stay integer.
@@ -257,13 +280,27 @@ class SpeakerLMPipeline(ChunkPipeline):
         self,
         model_inputs: dict[str, Any],
         progress_callback: Callable[[int, int], None] | None = None,
+        constrain_labels: bool = True,
         **generate_kwargs,
     ) -> dict[str, Any]:
         info = {key: model_inputs.pop(key) for key in SEGMENT_KEYS}
         results = []
         if info["segments"]:
             prompt_length = model_inputs["input_ids"].shape[1]
-            generated = self.model.generate(**model_inputs, **self._prepare_generate_kwargs(generate_kwargs))
+            generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+            if constrain_labels and info["task"] == "sdr":
+                constraint = SpeakerLabelConstraint(
+                    self.processor.tokenizer,
+                    info["names"],
+                    prompt_length,
+                    len(info["segments"]),
+                    timestamps=info["timestamps"],
+                    eos_token_id=self.model.generation_config.eos_token_id,
+                )
+                generate_kwargs["logits_processor"] = LogitsProcessorList(
+                    [*(generate_kwargs.get("logits_processor") or []), constraint]
+                )
+            generated = self.model.generate(**model_inputs, **generate_kwargs)
             # generate(input_ids=...) returns the prompt followed by the new tokens.
             texts = self.processor.batch_decode(generated[:, prompt_length:])
             embed = model_embedder(self.model) if info["link"] else None

@@ -122,10 +122,11 @@ def parse_role_transcript(text: str) -> list[dict]:
     """Generated text back into turns `{"speaker", "text"}` (+ `"start"`, `"end"` when timestamped).
 
     A line without a label continues the previous turn; text before any label is kept under the
-    speaker `"unknown"`.
+    speaker `"unknown"`. Lines end at "\n" only, as the target format writes them (and as
+    `SpeakerLabelConstraint` reads them): other control characters stay inside the text.
     """
     turns: list[dict] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line.strip():
             continue
         match = TURN_LINE.match(line)
