@@ -11,8 +11,9 @@ registered, or `spk3` for the second voice of the recording. `SpeakerLabelConstr
 
 A line starts with a `[start-end]` timestamp exactly when the prompt asked for turn times; the
 times and the text of the turns are left to the model, except that it never writes a special token
-other than its end of turn (an audio placeholder in the answer would break the next step). It works on the tokens' bytes, so a label
-may be spelt with any of the tokenizer's ways of cutting it, and names in any script.
+other than its end of turn (an audio placeholder in the answer would break the next step). It
+works on the tokens' bytes, so a label may be spelt with any of the tokenizer's ways of cutting it,
+and names in any script.
 
 Remote code: shipped to the Hub next to the model, so it imports only torch, transformers and the
 standard library.
@@ -27,26 +28,10 @@ from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 ANONYMOUS_IN_TEXT = re.compile(rb"(?m)^(?:\[[^\]\n]*\][ ]*)?(spk\d+):")
 NEWLINE = b"\n"
-
-
-def _byte_decoder() -> dict[str, int]:
-    """The inverse of byte-level BPE's printable alphabet (GPT-2's table): printable Latin-1 bytes
-    stand for themselves, the 68 others are shifted to code points 256 and above."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table = {chr(b): b for b in printable}
-    shifted = 0
-    for b in range(256):
-        if b not in printable:
-            table[chr(256 + shifted)] = b
-            shifted += 1
-    return table
 
 
 def token_bytes(tokenizer) -> list[bytes | None]:
@@ -55,7 +40,7 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     Byte-level BPE tokenizers (Qwen's, SpeakerLM-Tiny's) write bytes as printable characters,
     which are mapped back; other tokenizers' tokens are decoded one by one.
     """
-    decoder = _byte_decoder()
+    decoder = {character: byte for byte, character in bytes_to_unicode().items()}
     special = {token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values()}
     special |= set(tokenizer.all_special_tokens)
     vocab = tokenizer.get_vocab()
@@ -162,7 +147,8 @@ class SpeakerLabelConstraint(LogitsProcessor):
         vocabulary = tokenizer_or_vocabulary
         # Duck-typed: a Hub folder's processor brings its own copy of this module.
         self.vocabulary = vocabulary if hasattr(vocabulary, "line_breaks") else label_vocabulary(vocabulary)
-        self._bad_breaks: dict[tuple[bytes, ...], torch.Tensor] = {}
+        self._bad_breaks: dict[tuple[tuple[bytes, ...], torch.device], torch.Tensor] = {}
+        self._forbidden: dict[tuple[int, torch.device], torch.Tensor] = {}
         extra = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or ())
         self.stops = set(self.vocabulary.stops) | set(extra)
 
@@ -204,20 +190,31 @@ class SpeakerLabelConstraint(LogitsProcessor):
 
     def bad_breaks(self, targets: tuple[bytes, ...], device) -> torch.Tensor:
         """Ids of the tokens that end a line and begin the next one with a label not allowed."""
-        if targets not in self._bad_breaks:
+        key = (targets, torch.device(device))
+        if key not in self._bad_breaks:
             bad = [
                 index
                 for index, tail in self.vocabulary.line_breaks
                 if not self.valid_line_start(tail, targets)
             ]
-            self._bad_breaks[targets] = torch.tensor(bad, dtype=torch.long)
-        return self._bad_breaks[targets].to(device)
+            self._bad_breaks[key] = torch.tensor(bad, dtype=torch.long, device=device)
+        return self._bad_breaks[key]
+
+    def forbidden(self, vocabulary: int, device) -> torch.Tensor:
+        """Ids never written in a transcript: placeholders, chat markers (special tokens that do not
+        end it) and ids past the tokenizer's vocabulary."""
+        key = (vocabulary, torch.device(device))
+        if key not in self._forbidden:
+            ids = [i for i in self.vocabulary.special if i < vocabulary and i not in self.stops]
+            ids += range(len(self.vocabulary.pieces), vocabulary)
+            self._forbidden[key] = torch.tensor(ids, dtype=torch.long, device=device)
+        return self._forbidden[key]
 
     def label_candidates(self, typed: bytes, stamped: bool, line_empty: bool, targets) -> set[int]:
         """Ids that keep a line whose label so far is `typed` on the way to one of `targets`."""
-        allowed: set[int] = set()
         if line_empty and self.timestamps:
             return set(self.vocabulary.starting_with(b"["))
+        allowed: set[int] = set()
         remainders = [t[len(typed) :] for t in targets if t.startswith(typed)]
         if stamped and not typed:
             remainders += [b" " + r for r in remainders]
@@ -232,10 +229,7 @@ class SpeakerLabelConstraint(LogitsProcessor):
         rows_per_recording = max(1, input_ids.shape[0] // len(self.names))
         vocabulary = scores.shape[-1]
         known = self.vocabulary.pieces
-        # Never written in a transcript: placeholders, chat markers, ids past the tokenizer's vocabulary.
-        forbidden = [i for i in self.vocabulary.special if i < vocabulary and i not in self.stops]
-        forbidden = torch.tensor(forbidden + list(range(len(known), vocabulary)), dtype=torch.long)
-        forbidden = forbidden.to(scores.device)
+        forbidden = self.forbidden(vocabulary, scores.device)
         for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
             pieces = [known[i] if i < len(known) else None for i in ids]
             if any(piece is None for piece in pieces):
