@@ -8,15 +8,7 @@ from speakerlm_hf.audio_frontend import speaker_features
 from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
-from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
-
-
-def tone_voice(seconds: float, pitch: float, seed: int) -> np.ndarray:
-    """A harmonic 'voice' with noise: different pitches give different extractor embeddings."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(16000 * seconds)) / 16000
-    wave = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
-    return (0.1 * wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+from speakerlm_hf.testing_utils import tiny_speakerlm, tone_voice, train_on_batch
 
 
 @pytest.fixture(scope="module")

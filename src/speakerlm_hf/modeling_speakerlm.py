@@ -161,11 +161,15 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         input_features_mask: torch.Tensor | None = None,
         speaker_features: torch.Tensor | None = None,
         speaker_features_mask: torch.Tensor | None = None,
+        label_hints: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Projected audio tokens of every sample, concatenated in batch order: (total_tokens, hidden).
 
         With `config.audio_speaker_window`, each token also gets the projected extractor embedding
-        of the window of `speaker_features` centred on it.
+        of the window of `speaker_features` centred on it; with `config.speaker_label_hints` and
+        `label_hints` = (raw embeddings of the registered speakers (S, E), registered speakers per
+        sample (B,), label embeddings (S, hidden)), also the label embedding of the registered
+        speaker its window sounds like (`speaker_label_hint`).
         """
         lengths = feature_lengths(input_features, input_features_mask)
         encoded = self.audio_encoder(input_features, feature_lengths=lengths)
@@ -182,10 +186,48 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 lengths,
                 tokens.shape[1],
             )
+            content = tokens
             tokens = tokens + self.speaker_projector(windows.to(self.speaker_projector.weight.dtype)).to(
                 tokens.dtype
             )
+            if self.config.speaker_label_hints and label_hints is not None:
+                # as loud as the token's own audio content, whatever scale the projector has grown to
+                loudness = content.norm(dim=-1, keepdim=True).detach()
+                hints = self.speaker_label_hint(windows, *label_hints)
+                tokens = tokens + (hints * loudness.to(hints.dtype)).to(tokens.dtype)
         return tokens[~lengths_to_padding_mask(token_lengths, tokens.shape[1])]
+
+    def speaker_label_hint(
+        self,
+        windows: torch.Tensor,
+        speaker_embeddings: torch.Tensor,
+        speakers_per_sample: torch.Tensor,
+        label_embeddings: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, N, hidden): for each audio token, the unit-length label embeddings of its sample's
+        registered speakers weighted by `softmax(config.speaker_label_hints * cosine(window,
+        speaker))`; zero for samples without registered speakers. `get_audio_features` scales it
+        to the norm of the token's audio content."""
+        hints = windows.new_zeros(
+            *windows.shape[:2], label_embeddings.shape[-1], dtype=label_embeddings.dtype
+        )
+        window_directions = F.normalize(windows.float(), dim=-1)
+        speaker_directions = F.normalize(speaker_embeddings.float(), dim=-1)
+        start = 0
+        for sample, count in enumerate(speakers_per_sample.tolist()):
+            if count:
+                similarity = window_directions[sample] @ speaker_directions[start : start + count].T
+                weights = torch.softmax(self.config.speaker_label_hints * similarity, dim=-1)
+                labels = F.normalize(label_embeddings[start : start + count], dim=-1)
+                hints[sample] = weights.to(label_embeddings.dtype) @ labels
+            start += count
+        return hints
+
+    def label_embeddings(self, speaker_label_ids: torch.Tensor) -> torch.Tensor:
+        """Mean input embedding of each label's tokens (S, hidden); `speaker_label_ids` is padded with -100."""
+        valid = speaker_label_ids >= 0
+        embedded = self.get_input_embeddings()(speaker_label_ids.clamp_min(0)) * valid[..., None]
+        return embedded.sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
 
     def audio_speaker_embeddings(
         self,
@@ -306,20 +348,14 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         speaker_embeddings: torch.Tensor | None = None,
         speaker_features: torch.Tensor | None = None,
         speaker_features_mask: torch.Tensor | None = None,
+        speaker_label_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Text embeddings with projected audio and speaker embeddings at their placeholders."""
         config = self.config
         inputs_embeds = self.get_input_embeddings()(input_ids)
-        if (input_ids == config.audio_token_id).any():
-            if input_features is None:
-                raise ValueError("the prompt has audio placeholders but no input_features were given")
-            audio = self.get_audio_features(
-                input_features, input_features_mask, speaker_features, speaker_features_mask
-            )
-            inputs_embeds = self.scatter_placeholders(
-                inputs_embeds, input_ids, config.audio_token_id, audio, "audio"
-            )
-        num_speakers = int((input_ids == config.speaker_token_id).sum())
+        speaker_mask = input_ids == config.speaker_token_id
+        num_speakers = int(speaker_mask.sum())
+        raw = None
         if num_speakers:
             raw = self.get_speaker_embeddings(
                 num_speakers,
@@ -328,6 +364,25 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 enrollment_speaker_index,
                 speaker_embeddings,
             )
+        if (input_ids == config.audio_token_id).any():
+            if input_features is None:
+                raise ValueError("the prompt has audio placeholders but no input_features were given")
+            label_hints = None
+            if config.speaker_label_hints and raw is not None:
+                if speaker_label_ids is None or speaker_label_ids.shape[0] != num_speakers:
+                    raise ValueError(
+                        "this model marks audio tokens with the names of matching registered speakers "
+                        "(speaker_label_hints > 0): give speaker_label_ids, one row per registered "
+                        "speaker (SpeakerLMProcessor does)"
+                    )
+                label_hints = (raw, speaker_mask.sum(1), self.label_embeddings(speaker_label_ids))
+            audio = self.get_audio_features(
+                input_features, input_features_mask, speaker_features, speaker_features_mask, label_hints
+            )
+            inputs_embeds = self.scatter_placeholders(
+                inputs_embeds, input_ids, config.audio_token_id, audio, "audio"
+            )
+        if num_speakers:
             projected = self.speaker_projector(raw.to(self.speaker_projector.weight.dtype))
             inputs_embeds = self.scatter_placeholders(
                 inputs_embeds, input_ids, config.speaker_token_id, projected, "speaker"
@@ -349,6 +404,7 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         speaker_embeddings: torch.FloatTensor | None = None,
         speaker_features: torch.FloatTensor | None = None,
         speaker_features_mask: torch.Tensor | None = None,
+        speaker_label_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -364,6 +420,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             placeholder; rows of speakers that have enrollment pieces are recomputed from them.
         speaker_features / speaker_features_mask: (batch, frames, 80) mean-normalised fbank of the
             whole input, read when `config.audio_speaker_window` > 0.
+        speaker_label_ids: (speakers, length) token ids of each registered speaker's name (-100
+            padded), read when `config.speaker_label_hints` > 0.
         labels: (batch, length) target ids, -100 on the prompt and padding.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -379,6 +437,7 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 speaker_embeddings,
                 speaker_features,
                 speaker_features_mask,
+                speaker_label_ids,
             )
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,

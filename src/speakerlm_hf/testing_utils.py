@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from transformers import Qwen2Config
 
 from .configuration_sensevoice import SenseVoiceEncoderConfig
@@ -103,6 +104,14 @@ def tiny_speakerlm(speaker_model: str = "eres2netv2", seed: int = 0, **overrides
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tiny_processor(tokenizer, config)
+
+
+def tone_voice(seconds: float, pitch: float, seed: int) -> np.ndarray:
+    """A harmonic 'voice' with noise at 16 kHz: different pitches give different extractor embeddings."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    wave = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
+    return (0.1 * wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def train_on_batch(model, batch, steps: int, lr: float) -> list[float]:

@@ -30,6 +30,7 @@ AUDIO_AND_ENROLLMENT_INPUTS = (
     "enrollment_features_mask",
     "enrollment_speaker_index",
     "speaker_embeddings",
+    "speaker_label_ids",
 )
 
 
@@ -63,6 +64,13 @@ class SpeakerLMConfig(PreTrainedConfig):
             length centred on the token), projected by the speaker projector. This gives the LLM
             the voice signal it needs to tell speakers apart without registration, in the same
             space as the enrolled speakers' embeddings. Needs a CAM++ extractor.
+        speaker_label_hints: 0 (the paper's model) or the sharpness of a softmax over cosine
+            similarities: with registered speakers, each audio token also gets the mean input
+            embedding of the name of the registered speaker whose embedding its window matches
+            (unit length, weighted by `softmax(speaker_label_hints * cos(window, enrolled))`,
+            scaled to the norm of the token's audio content). The LLM then
+            copies the name it hears instead of matching voices to the prompt itself. Needs
+            `audio_speaker_window` > 0 and `speaker_label_ids` from the processor.
         audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
             projected enrollment embeddings.
         start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
@@ -84,6 +92,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     projector_dropout: float = 0.0
     audio_token_stride: int = 2
     audio_speaker_window: float = 0.0
+    speaker_label_hints: float = 0.0
     audio_token_id: int | None = None
     speaker_token_id: int | None = None
     start_token_id: int | None = None
@@ -102,6 +111,10 @@ class SpeakerLMConfig(PreTrainedConfig):
             raise ValueError(
                 "audio_speaker_window needs a CAM++ speaker extractor (speaker_config.model_type 'campplus')"
             )
+        if self.speaker_label_hints < 0:
+            raise ValueError(f"speaker_label_hints must be >= 0, got {self.speaker_label_hints}")
+        if self.speaker_label_hints and not self.audio_speaker_window:
+            raise ValueError("speaker_label_hints needs audio_speaker_window > 0 (the windows it compares)")
         if self.audio_config.hidden_size % self.projector_num_heads:
             raise ValueError(
                 f"projector_num_heads ({self.projector_num_heads}) must divide the audio encoder width "

@@ -258,7 +258,7 @@ class SpeakerLMProcessor(ProcessorMixin):
         frames = features["input_features_mask"].sum(-1).tolist()
 
         sequences, labels = [], []
-        enrollment, piece_speaker, embeddings = [], [], []
+        enrollment, piece_speaker, embeddings, label_ids = [], [], [], []
         for i, registered in enumerate(registrations):
             names = check_speaker_names(list(registered), self.reserved_texts)
             prompt = self.prompt_text(self.num_audio_tokens(frames[i]), task, names, timestamps)
@@ -271,6 +271,7 @@ class SpeakerLMProcessor(ProcessorMixin):
             labels.append(label)
             for name, value in zip(names, registered.values(), strict=True):
                 slot = len(embeddings)
+                label_ids.append(self.label_ids(name))
                 if is_embedding(value, self.speaker_embedding_size):
                     vector = value["embedding"] if isinstance(value, Mapping) else value
                     vector = torch.as_tensor(np.asarray(vector), dtype=torch.float32)
@@ -291,10 +292,18 @@ class SpeakerLMProcessor(ProcessorMixin):
         data.update(self.pad_ids(sequences, labels if targets is not None else None))
         if embeddings:
             data["speaker_embeddings"] = torch.stack(embeddings)
+            longest = max(len(ids) for ids in label_ids)
+            data["speaker_label_ids"] = torch.tensor(
+                [ids + [IGNORE_INDEX] * (longest - len(ids)) for ids in label_ids], dtype=torch.long
+            )
         if enrollment:
             data["enrollment_features"], data["enrollment_features_mask"] = pad_features(enrollment)
             data["enrollment_speaker_index"] = torch.tensor(piece_speaker, dtype=torch.long)
         return BatchFeature(data, tensor_type=return_tensors)
+
+    def label_ids(self, name: str) -> list[int]:
+        """Token ids of a speaker label as a transcript line starts with it."""
+        return self.tokenizer(name, add_special_tokens=False)["input_ids"]
 
     @staticmethod
     def registrations(speakers: Mapping | Sequence | None, batch_size: int) -> list[dict]:
