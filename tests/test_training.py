@@ -292,3 +292,21 @@ def test_asr_batches_mixed_into_sdr_training(corpus):
     assert "spk0:" in decode(never["input_ids"][0][never["labels"][0] != -100])
     with pytest.raises(ValueError, match="asr_probability"):
         SpeakerLMDataCollator(processor, asr_probability=1.5)
+
+
+def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction():
+    from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
+    from training.train import parse_arguments
+
+    root = Path(__file__).resolve().parents[1] / "training" / "tiny"
+    script = (root / "reproduce.sh").read_text()
+    configs = sorted((root / "configs").glob("stage*.yaml"))
+    assert configs
+    for path in configs:
+        stage_args, training_args = parse_arguments([str(path)])
+        name = path.stem.removeprefix("stage")
+        assert f"stage {name}\n" in script, f"{path.name} is not run by reproduce.sh"
+        assert stage_args.stage in (1, 2, 3, 4) and training_args.max_steps > 0
+        overrides = json.loads(stage_args.model_config_overrides or "{}")
+        unknown = [key for key in overrides if key not in SpeakerLMConfig.__annotations__]
+        assert not unknown, f"{path.name} overrides unknown config fields {unknown}"

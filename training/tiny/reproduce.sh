@@ -38,7 +38,8 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         1c) previous=stage1b/final ;;
         2) previous=stage1c/final ;;
         2b) previous=stage2/final ;;
-        3) previous=stage2b/final ;;
+        2c) previous=stage2b/final ;;
+        3) previous=stage2c/final ;;
         *) previous=stage$((n - 1))/final ;;
     esac
     python -m training.train "training/tiny/configs/stage$n.yaml" \
@@ -46,7 +47,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         --output_dir "$WORK/stage$n" \
         $(case $n in
             1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
-            2 | 2b) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
+            2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -72,6 +73,7 @@ step meetings-test "$WORK/meetings-test/test-patterns.json" python -m training.t
     --corpus "$CORPUS" --split test --num-sessions 150 --out "$WORK/meetings-test" --seed 1
 step stage2 "$WORK/stage2/final" stage 2
 step stage2b "$WORK/stage2b/final" stage 2b
+step stage2c "$WORK/stage2c/final" stage 2c
 step stage3 "$WORK/stage3/final" stage 3
 step stage4 "$WORK/stage4/final" stage 4
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4/final" \

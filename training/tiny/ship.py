@@ -56,7 +56,9 @@ CARD = dict(
         },
         {
             "stage": "2",
-            "data": "simulated 2-4 speaker conversations (10-40 s), audio tokens gain speaker windows",
+            "data": "simulated 2-4 speaker conversations (10-40 s); audio tokens gain speaker windows, then "
+            "(third round) the names of the registered speakers they sound like; three rounds "
+            "(450 + 1,000 + 350 steps of 8)",
             "trained": "everything but the speaker extractor",
             "frozen": "speaker extractor",
         },
