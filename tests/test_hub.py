@@ -16,7 +16,7 @@ import pytest
 import soundfile
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import LogitsProcessorList, pipeline
+from transformers import GenerationConfig, LogitsProcessorList, pipeline
 
 from speakerlm_hf import cli, hub
 from speakerlm_hf.generation_speakerlm import SpeakerLabelConstraint
@@ -511,3 +511,19 @@ def test_push_creates_the_repo_and_branch_and_uploads_the_listed_files(exported,
     assert set(upload["allow_patterns"]) == EXPORT_FILES
     assert "*.safetensors" in upload["delete_patterns"] and "*.bin" in upload["delete_patterns"]
     assert report.commit_url == "https://huggingface.co/me/SpeakerLM-Tiny/commit/abc"
+
+
+def test_export_keeps_model_config_fields_out_of_the_generation_config(trained, tmp_path):
+    model, processor = trained
+    # What `from_pretrained(path, audio_speaker_window=...)` leaves in a checkpoint's generation config.
+    model.generation_config.audio_speaker_window = 1.5
+    model.generation_config.max_length = 300
+    length = model.generation_config.max_new_tokens
+    try:
+        export_model(model, processor, tmp_path / "out")
+    finally:
+        del model.generation_config.audio_speaker_window
+        model.generation_config.max_length = GenerationConfig().max_length
+    saved = json.loads((tmp_path / "out" / "generation_config.json").read_text())
+    assert "audio_speaker_window" not in saved
+    assert saved["max_length"] == 300 and saved.get("max_new_tokens") == length, "set lengths are kept"

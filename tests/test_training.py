@@ -266,6 +266,8 @@ def test_from_scratch_overrides_speaker_windows_and_ctc(corpus, tmp_path):
     assert train_main(arguments) == 0
     config = json.loads((stage2 / "final" / "config.json").read_text())
     assert config["audio_speaker_window"] == 1.0
+    generation_config = json.loads((stage2 / "final" / "generation_config.json").read_text())
+    assert "audio_speaker_window" not in generation_config, "overrides belong to the model config only"
     processor_config = json.loads((stage2 / "final" / "processor_config.json").read_text())
     assert processor_config["feature_extractor"]["return_speaker_features"] is True
     changed = parts_that_changed(after, load_file(stage2 / "final" / "model.safetensors"))

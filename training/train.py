@@ -26,6 +26,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from speakerlm_hf.assemble import save_atomically
+from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
 from speakerlm_hf.data import (
     RegistrationSampler,
     SimulationConfig,
@@ -308,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     training_args.accelerator_config.dispatch_batches = False
 
     overrides = json.loads(stage_args.model_config_overrides) if stage_args.model_config_overrides else {}
-    model = SpeakerLMForConditionalGeneration.from_pretrained(stage_args.model_name_or_path, **overrides)
+    # Overrides go through the config: as `from_pretrained` keyword arguments they would also be
+    # copied into the generation config.
+    config = SpeakerLMConfig.from_pretrained(stage_args.model_name_or_path, **overrides)
+    model = SpeakerLMForConditionalGeneration.from_pretrained(stage_args.model_name_or_path, config=config)
     processor = SpeakerLMProcessor.from_pretrained(stage_args.model_name_or_path)
     processor.match_model(model.config)
     prepare_model_for_stage(

@@ -273,16 +273,20 @@ def check_hub_folder(folder: str | os.PathLike) -> list[tuple[str, int]]:
 
 
 def _finish_generation_config(folder: Path, max_new_tokens: int | None) -> None:
-    """Give the saved generation config a transcript-sized `max_new_tokens` unless it sets a length."""
+    """Give the saved generation config a transcript-sized `max_new_tokens` unless it sets a length,
+    and drop SpeakerLM config fields that `from_pretrained(path, field=value)` copied into it."""
     generation_config = GenerationConfig.from_pretrained(folder)
-    if max_new_tokens is None:
-        if (
-            generation_config.max_new_tokens is not None
-            or generation_config.max_length != GenerationConfig().max_length
-        ):
-            return
-        max_new_tokens = DEFAULT_MAX_NEW_TOKENS
-    generation_config.max_new_tokens = max_new_tokens
+    defaults = GenerationConfig()
+    for field in SpeakerLMConfig.__annotations__:
+        if field in generation_config.__dict__ and not hasattr(defaults, field):
+            delattr(generation_config, field)
+    sets_length = (
+        generation_config.max_new_tokens is not None or generation_config.max_length != defaults.max_length
+    )
+    if max_new_tokens is not None or not sets_length:
+        generation_config.max_new_tokens = (
+            DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+        )
     generation_config.save_pretrained(folder)
 
 

@@ -212,15 +212,14 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             *windows.shape[:2], label_embeddings.shape[-1], dtype=label_embeddings.dtype
         )
         window_directions = F.normalize(windows.float(), dim=-1)
-        speaker_directions = F.normalize(speaker_embeddings.float(), dim=-1)
-        start = 0
-        for sample, count in enumerate(speakers_per_sample.tolist()):
-            if count:
-                similarity = window_directions[sample] @ speaker_directions[start : start + count].T
+        counts = speakers_per_sample.tolist()
+        speakers = F.normalize(speaker_embeddings.float(), dim=-1).split(counts)
+        labels = F.normalize(label_embeddings, dim=-1).split(counts)
+        for sample, (speaker_directions, label_directions) in enumerate(zip(speakers, labels, strict=True)):
+            if len(speaker_directions):
+                similarity = window_directions[sample] @ speaker_directions.T
                 weights = torch.softmax(self.config.speaker_label_hints * similarity, dim=-1)
-                labels = F.normalize(label_embeddings[start : start + count], dim=-1)
-                hints[sample] = weights.to(label_embeddings.dtype) @ labels
-            start += count
+                hints[sample] = weights.to(label_directions.dtype) @ label_directions
         return hints
 
     def label_embeddings(self, speaker_label_ids: torch.Tensor) -> torch.Tensor:
