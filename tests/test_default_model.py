@@ -21,10 +21,11 @@ EXAMPLES = ROOT / "src" / "speakerlm_hf" / "examples"
 # Short held-out sessions (unseen voices and sentences, a speaker continuing after a pause), written
 # by `python -m training.tiny.ship ... --held-out tests/data/held_out`.
 HELD_OUT = ROOT / "tests" / "data" / "held_out"
-# Measured on these sessions through the pipeline when the model was shipped: No-Regist cpCER
-# 83.8%, Match-Regist saCER 103.1%; the bounds leave room for platform noise.
-NO_REGIST_CPCER_BOUND = 1.05
-MATCH_REGIST_SACER_BOUND = 1.35
+# Measured on these sessions through the pipeline (joint CTC decoding, labels by voice): No-Regist
+# cpCER 44.2%, Match-Regist saCER 52.9% (81.9% / 114.9% decoded by the LLM alone,
+# `ctc_weight=0`); the bounds leave room for platform noise and fail if joint decoding breaks.
+NO_REGIST_CPCER_BOUND = 0.65
+MATCH_REGIST_SACER_BOUND = 0.80
 
 
 @pytest.fixture(scope="module")

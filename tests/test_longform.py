@@ -626,3 +626,7 @@ def test_cli_transcribes_files_into_every_format(tiny, meeting, meeting_wav, tmp
     assert "the default model is not installed" in capsys.readouterr().err
     assert cli.main(["transcribe", str(meeting_wav), "--model", str(folder), "--speaker", "Mike"]) == 1
     assert "is not NAME=CLIP" in capsys.readouterr().err
+    # joint CTC decoding needs a model whose audio tokens were trained to spell transcripts
+    args = ["transcribe", str(meeting_wav), "--model", str(folder), "--output-dir", str(out), "--quiet"]
+    assert cli.main([*args, "--ctc-weight", "0.5"]) == 1
+    assert "config.audio_ctc is false" in capsys.readouterr().err

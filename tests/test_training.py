@@ -248,6 +248,9 @@ def test_from_scratch_overrides_speaker_windows_and_ctc(corpus, tmp_path):
     assert train_main(stage_arguments(corpus, 1, assembled, plain, **common)) == 0
     assert train_main(stage_arguments(corpus, 1, assembled, ctc, ctc_weight=0.5, **common)) == 0
     assert first_logged_loss(ctc) > first_logged_loss(plain) + 0.1, "the CTC term is added to the loss"
+    # a checkpoint trained with CTC says so: decoding may follow its audio tokens' alignment
+    assert json.loads((ctc / "final" / "config.json").read_text())["audio_ctc"] is True
+    assert json.loads((plain / "final" / "config.json").read_text())["audio_ctc"] is False
     before = load_file(assembled / "model.safetensors")
     after = load_file(ctc / "final" / "model.safetensors")
     assert parts_that_changed(before, after) == set(parts.split())
@@ -266,6 +269,7 @@ def test_from_scratch_overrides_speaker_windows_and_ctc(corpus, tmp_path):
     assert train_main(arguments) == 0
     config = json.loads((stage2 / "final" / "config.json").read_text())
     assert config["audio_speaker_window"] == 1.0
+    assert config["audio_ctc"] is True, "later stages keep the flag of the weights they start from"
     generation_config = json.loads((stage2 / "final" / "generation_config.json").read_text())
     assert "audio_speaker_window" not in generation_config, "overrides belong to the model config only"
     processor_config = json.loads((stage2 / "final" / "processor_config.json").read_text())

@@ -197,6 +197,57 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 tokens = tokens + (hints * loudness.to(hints.dtype)).to(tokens.dtype)
         return tokens[~lengths_to_padding_mask(token_lengths, tokens.shape[1])]
 
+    @torch.no_grad()
+    def decoding_guides(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor | None = None,
+        speaker_features: torch.Tensor | None = None,
+        speaker_features_mask: torch.Tensor | None = None,
+        enrollment_features: torch.Tensor | None = None,
+        enrollment_features_mask: torch.Tensor | None = None,
+        enrollment_speaker_index: torch.Tensor | None = None,
+        speaker_embeddings: torch.Tensor | None = None,
+        **_: object,
+    ) -> dict[str, object]:
+        """What `CTCPrefixScorer` steers decoding with, from the processor's inputs.
+
+        - `log_probs` (batch, tokens, vocabulary) and `lengths`: CTC log-probabilities of each
+          recording's audio tokens, the projector's output scored against the LLM's input
+          embeddings with the pad token as blank, as training with a CTC weight scores them
+          (meaningful when `config.audio_ctc`);
+        - with `config.audio_speaker_window`: `windows` (batch, tokens, embedding), the extractor's
+          raw embedding of the window around each audio token, and `speakers`, each recording's
+          registered speakers' raw embeddings (in prompt order).
+        """
+        lengths = feature_lengths(input_features, input_features_mask)
+        encoded = self.audio_encoder(input_features, feature_lengths=lengths)
+        tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
+        logits = tokens.float() @ self.get_input_embeddings().weight.float().T
+        guides: dict[str, object] = {"log_probs": logits.log_softmax(-1), "lengths": token_lengths}
+        if self.config.audio_speaker_window and speaker_features is not None:
+            windows = self.audio_speaker_embeddings(
+                speaker_features,
+                feature_lengths(speaker_features, speaker_features_mask),
+                lengths,
+                tokens.shape[1],
+            )
+            counts = (input_ids == self.config.speaker_token_id).sum(1)
+            size = self.config.speaker_config.embedding_size
+            raw = windows.new_zeros(0, size)
+            if int(counts.sum()):
+                raw = self.get_speaker_embeddings(
+                    int(counts.sum()),
+                    enrollment_features,
+                    enrollment_features_mask,
+                    enrollment_speaker_index,
+                    speaker_embeddings,
+                )
+            guides["windows"] = windows.float()
+            guides["speakers"] = list(raw.float().split(counts.tolist()))
+        return guides
+
     def speaker_label_hint(
         self,
         windows: torch.Tensor,

@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from transformers.pipelines.base import ChunkPipeline
 
 from .feature_extraction_speakerlm import pad_features
-from .generation_speakerlm import SpeakerLabelConstraint
+from .generation_speakerlm import transcript_logits_processors
 from .linking_speakerlm import (
     DEFAULT_THRESHOLD,
     link_segments,
@@ -100,6 +100,13 @@ class SpeakerLMPipeline(ChunkPipeline):
         progress_callback: called as `callback(segments_done, segments_total)` after every batch.
         constrain_labels: start every turn with a registered name or an anonymous label in order
             of first appearance, never an invented name (default True; see `generation_speakerlm`).
+        ctc_weight: weight of the audio tokens' CTC prefix score in joint CTC / attention decoding,
+            in [0, 1); default 0.7 for a model trained with CTC (`config.audio_ctc`, as the default
+            model), 0 for others (the paper's). 0 turns it off.
+        speaker_weight: with joint decoding and a model whose audio tokens carry speaker windows,
+            how strongly each turn's label follows the voice where the CTC alignment puts the
+            turn's start (registered names by their enrollment, anonymous labels by the voice of
+            their earlier turns); default 1.0, 0 turns it off.
         generation parameters (`max_new_tokens`, `num_beams`, ...) go to `model.generate`.
     """
 
@@ -134,6 +141,8 @@ class SpeakerLMPipeline(ChunkPipeline):
         linking_threshold: float | None = None,
         progress_callback: Callable[[int, int], None] | None = None,
         constrain_labels: bool | None = None,
+        ctc_weight: float | None = None,
+        speaker_weight: float | None = None,
         **generate_kwargs,
     ) -> tuple[dict, dict, dict]:
         preprocess_params: dict[str, Any] = {}
@@ -178,6 +187,19 @@ class SpeakerLMPipeline(ChunkPipeline):
             forward_params["progress_callback"] = progress_callback
         if constrain_labels is not None:
             forward_params["constrain_labels"] = bool(constrain_labels)
+        if ctc_weight is not None:
+            if not 0.0 <= float(ctc_weight) < 1.0:
+                raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight!r}")
+            if ctc_weight and not getattr(self.model.config, "audio_ctc", False):
+                raise ValueError(
+                    f"ctc_weight={ctc_weight}: this model's audio tokens were not trained to spell the "
+                    "transcript (config.audio_ctc is false); use ctc_weight=0"
+                )
+            forward_params["ctc_weight"] = float(ctc_weight)
+        if speaker_weight is not None:
+            if not float(speaker_weight) >= 0.0:
+                raise ValueError(f"speaker_weight must be >= 0, got {speaker_weight!r}")
+            forward_params["speaker_weight"] = float(speaker_weight)
         return preprocess_params, forward_params, postprocess_params
 
     def embed_speakers(self, speakers: Mapping | None) -> dict[str, Any]:
@@ -281,6 +303,8 @@ class SpeakerLMPipeline(ChunkPipeline):
         model_inputs: dict[str, Any],
         progress_callback: Callable[[int, int], None] | None = None,
         constrain_labels: bool = True,
+        ctc_weight: float | None = None,
+        speaker_weight: float | None = None,
         **generate_kwargs,
     ) -> dict[str, Any]:
         info = {key: model_inputs.pop(key) for key in SEGMENT_KEYS}
@@ -288,17 +312,30 @@ class SpeakerLMPipeline(ChunkPipeline):
         if info["segments"]:
             prompt_length = model_inputs["input_ids"].shape[1]
             generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
-            if constrain_labels and info["task"] == "sdr":
-                constraint = SpeakerLabelConstraint(
+            processors = []
+            if info["task"] == "sdr":
+                processors = transcript_logits_processors(
+                    self.model,
                     self.processor.tokenizer,
+                    model_inputs,
                     info["names"],
-                    prompt_length,
-                    len(info["segments"]),
+                    constrain_labels=constrain_labels,
                     timestamps=info["timestamps"],
-                    eos_token_id=self.model.generation_config.eos_token_id,
+                    ctc_weight=ctc_weight,
+                    speaker_weight=speaker_weight,
                 )
+            elif ctc_weight is None or ctc_weight:
+                processors = transcript_logits_processors(
+                    self.model,
+                    self.processor.tokenizer,
+                    model_inputs,
+                    [],
+                    ctc_weight=ctc_weight,
+                    roles=False,
+                )
+            if processors:
                 generate_kwargs["logits_processor"] = LogitsProcessorList(
-                    [*(generate_kwargs.get("logits_processor") or []), constraint]
+                    [*(generate_kwargs.get("logits_processor") or []), *processors]
                 )
             generated = self.model.generate(**model_inputs, **generate_kwargs)
             # generate(input_ids=...) returns the prompt followed by the new tokens.

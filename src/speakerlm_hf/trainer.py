@@ -178,6 +178,9 @@ class SpeakerLMTrainer(Trainer):
         if ctc_weight < 0:
             raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
         self.ctc_weight = ctc_weight
+        if ctc_weight and hasattr(getattr(self.model, "config", None), "audio_ctc"):
+            # The checkpoints' audio tokens now spell transcripts: decoding may follow them.
+            self.model.config.audio_ctc = True
         self.warmup_start_lr = warmup_start_lr
         self.generation_examples = list(generation_examples)
         self.task = task

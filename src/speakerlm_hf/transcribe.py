@@ -170,7 +170,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"audio file(s) not found: {', '.join(map(str, missing))}")
     pipe = load_pipeline(args.model, args.device, args.dtype)
     call_kwargs: dict[str, Any] = {"batch_size": args.batch_size}
-    for name in ("num_speakers", "min_speakers", "max_speakers", "max_new_tokens", "num_beams"):
+    names = ("num_speakers", "min_speakers", "max_speakers", "max_new_tokens", "num_beams")
+    for name in (*names, "ctc_weight", "speaker_weight"):
         if getattr(args, name) is not None:
             call_kwargs[name] = getattr(args, name)
     if args.free_labels:
@@ -245,6 +246,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--free-labels",
         action="store_true",
         help="let the model write any speaker label (default: registered names and spk0, spk1, ... only)",
+    )
+    parser.add_argument(
+        "--ctc-weight",
+        type=float,
+        help="joint CTC / attention decoding weight in [0, 1) (default: 0.7 for models trained with CTC, "
+        "as the default model; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--speaker-weight",
+        type=float,
+        help="how strongly each turn's label follows the voice where it starts (default: 1.0; 0 turns it off)",
     )
     parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights dtype (default: auto)")

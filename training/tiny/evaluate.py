@@ -28,7 +28,7 @@ from transformers import LogitsProcessorList
 
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
-from speakerlm_hf.generation_speakerlm import SpeakerLabelConstraint
+from speakerlm_hf.generation_speakerlm import transcript_logits_processors
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
@@ -83,25 +83,39 @@ def registrations(sessions: list[dict], extra: int, seed: int) -> dict[str, list
 
 @torch.no_grad()
 def transcribe(
-    model, processor, sessions, speakers, batch_size: int, max_new_tokens: int, constrain_labels: bool = True
+    model,
+    processor,
+    sessions,
+    speakers,
+    batch_size: int,
+    max_new_tokens: int,
+    constrain_labels: bool = True,
+    ctc_weight: float | None = None,
+    speaker_weight: float | None = None,
 ) -> list[str]:
-    """Greedy transcripts; with `constrain_labels` every turn starts with a registered name or an
-    anonymous label, as the pipeline decodes by default."""
+    """Greedy transcripts, decoded as the pipeline decodes them: with `constrain_labels` every turn
+    starts with a registered name or an anonymous label; `ctc_weight` / `speaker_weight` as the
+    pipeline's (None: the model's defaults, joint CTC decoding for a model trained with CTC)."""
     texts = []
     for start in range(0, len(sessions), batch_size):
         chunk = sessions[start : start + batch_size]
         registered = speakers[start : start + batch_size]
         inputs = processor([s["audio"] for s in chunk], speakers=registered)
         prompt_length = inputs["input_ids"].shape[1]
-        processors = LogitsProcessorList()
-        if constrain_labels:
-            names = [list(r or {}) for r in registered]
-            eos = model.generation_config.eos_token_id
-            processors.append(
-                SpeakerLabelConstraint(processor.tokenizer, names, prompt_length, eos_token_id=eos)
-            )
+        processors = transcript_logits_processors(
+            model,
+            processor.tokenizer,
+            inputs,
+            [list(r or {}) for r in registered],
+            constrain_labels=constrain_labels,
+            ctc_weight=ctc_weight,
+            speaker_weight=speaker_weight,
+        )
         out = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList(processors),
         )
         texts += processor.batch_decode(out[:, prompt_length:])
     return texts
@@ -140,6 +154,8 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 400,
     constrain_labels: bool = True,
+    ctc_weight: float | None = None,
+    speaker_weight: float | None = None,
 ) -> dict:
     model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeakerLMProcessor.from_pretrained(model_dir)
@@ -151,7 +167,15 @@ def evaluate(
     for mode in MODES:
         began = time.perf_counter()
         texts = transcribe(
-            model, processor, sessions, speakers[mode], batch_size, max_new_tokens, constrain_labels
+            model,
+            processor,
+            sessions,
+            speakers[mode],
+            batch_size,
+            max_new_tokens,
+            constrain_labels,
+            ctc_weight,
+            speaker_weight,
         )
         elapsed = time.perf_counter() - began
         hypotheses = [
@@ -167,6 +191,8 @@ def evaluate(
         outputs[mode] = {s["id"]: text for s, text in zip(sessions, texts, strict=True)}
     results["extra_speakers"] = extra
     results["constrain_labels"] = constrain_labels
+    results["ctc_weight"] = ctc_weight
+    results["speaker_weight"] = speaker_weight
     results["audio_hours"] = audio_seconds / 3600
     return {"results": results, "transcripts": outputs}
 
@@ -204,6 +230,18 @@ def main(argv=None) -> int:
         action="store_true",
         help="let the model write any speaker label (default: registered names and spkK only, as the pipeline)",
     )
+    parser.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=None,
+        help="joint CTC / attention decoding weight (default: the pipeline's, 0.7 for a model trained with CTC; 0 = off)",
+    )
+    parser.add_argument(
+        "--speaker-weight",
+        type=float,
+        default=None,
+        help="how strongly labels follow the voice at each turn's start (default: the pipeline's, 1.0; 0 = off)",
+    )
     parser.add_argument("--output", default=None, help="JSON with the scores and every transcript")
     args = parser.parse_args(argv)
     report = evaluate(
@@ -216,6 +254,8 @@ def main(argv=None) -> int:
         args.batch_size,
         args.max_new_tokens,
         not args.free_labels,
+        args.ctc_weight,
+        args.speaker_weight,
     )
     print(format_results(report["results"]))
     for mode in MODES:

@@ -71,6 +71,11 @@ class SpeakerLMConfig(PreTrainedConfig):
             scaled to the norm of the token's audio content). The LLM then
             copies the name it hears instead of matching voices to the prompt itself. Needs
             `audio_speaker_window` > 0 and `speaker_label_ids` from the processor.
+        audio_ctc: the audio tokens were trained, with an auxiliary CTC loss, to spell the transcript
+            when scored against the LLM's input embeddings (the pad token being the blank), so
+            decoding can follow their alignment (joint CTC / attention decoding, and speaker labels
+            chosen by the voice where the next turn starts; see `generation_speakerlm`). Set by
+            training with a CTC weight; false for the paper's model.
         audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
             projected enrollment embeddings.
         start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
@@ -93,6 +98,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     audio_token_stride: int = 2
     audio_speaker_window: float = 0.0
     speaker_label_hints: float = 0.0
+    audio_ctc: bool = False
     audio_token_id: int | None = None
     speaker_token_id: int | None = None
     start_token_id: int | None = None

@@ -22,6 +22,7 @@ standard library.
 from __future__ import annotations
 
 import bisect
+import math
 import re
 import weakref
 from collections.abc import Sequence
@@ -31,7 +32,11 @@ from transformers import LogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 ANONYMOUS_IN_TEXT = re.compile(rb"(?m)^(?:\[[^\]\n]*\][ ]*)?(spk\d+):")
+# The bytes of an anonymous label so far: "", "s", "sp", "spk", "spk1", "spk1:".
+ANONYMOUS_START = re.compile(rb"(?:s|sp|spk(?:\d+:?)?)?")
 NEWLINE = b"\n"
+# The share of a recording's speech from which a registered speaker counts as present.
+PRESENT_SHARE = 0.15
 
 
 def token_bytes(tokenizer) -> list[bytes | None]:
@@ -258,4 +263,520 @@ class SpeakerLabelConstraint(LogitsProcessor):
         return scores
 
 
-__all__ = ["LabelVocabulary", "SpeakerLabelConstraint", "label_vocabulary", "token_bytes"]
+def text_token_ids(
+    pieces: Sequence[bytes | None], ids: Sequence[int], roles: bool = True
+) -> tuple[list[int], str]:
+    """The spoken-text tokens of a transcript so far, and the state of its last line.
+
+    A transcript by roles is `[start-end] label: text` lines; the text tokens are those after the
+    line's `label:` (a token that also holds a line break is structure, not speech). The state of
+    the last line is "label" while its timestamp or label is being written, "unspoken" after its
+    label and before any word, else "text". A plain transcript (`roles=False`) is all text.
+    """
+    if not roles:
+        known = [i for i in ids if i < len(pieces) and pieces[i] is not None]
+        return [i for i in known if NEWLINE not in pieces[i]], "text"
+    text: list[int] = []
+    line = b""
+    spoken = False
+    for index in ids:
+        piece = pieces[index] if index < len(pieces) else None
+        if piece is None:
+            continue
+        if NEWLINE in piece:
+            line, spoken = piece.rsplit(NEWLINE, 1)[1], False
+            continue
+        if SpeakerLabelConstraint.line_state(line)[0] == "text":
+            text.append(index)
+            spoken = spoken or bool(piece.strip())
+        line += piece
+    state = SpeakerLabelConstraint.line_state(line)[0]
+    return text, ("label" if state != "text" else "text" if spoken else "unspoken")
+
+
+class CTCPrefixScorer(LogitsProcessor):
+    """Joint CTC / attention decoding, and speaker labels chosen by the voice the text is heard in:
+    a `LogitsProcessor` that adds the audio tokens' CTC prefix score to the LLM's next-token scores
+    (Watanabe et al., 2017, "Hybrid CTC/attention") and, with registered speakers, steers each
+    turn's label towards the enrolled voice of the audio that follows it.
+
+    A model whose audio tokens were trained to spell the transcript by CTC against the LLM's input
+    embeddings (`SpeakerLMConfig.audio_ctc`; `model.decoding_guides`) carries an alignment the
+    LLM's attention can drift from on long recordings: it repeats a sentence, skips one, or writes
+    what its language model expects rather than what was said. At every step the `candidates` best
+    text tokens by the LLM (after the other processors), and the tokens the CTC hears right after
+    the text so far, get
+    `(1 - weight) * log p_llm + weight * (log P_ctc(prefix + token) - log P_ctc(prefix))`,
+    where `P_ctc(prefix)` is the probability that the audio's CTC output starts with the text so
+    far; the other text tokens are pruned. Speaker labels, timestamps and line breaks are not
+    spoken, so CTC does not score them: a line break gets the score of the best text token (it
+    neither helps nor spares the words still to come), a label nothing, the end of the transcript
+    the probability that the text is complete. A turn says something: no line break or end right
+    after a label.
+
+    The CTC alignment also tells where in the audio the next turn starts. With `windows` (the
+    extractor's embedding around each audio token) and the registered speakers' embeddings, a
+    label's tokens get `speaker_weight * log q(name)`, q being a softmax over `speaker_sharpness *`
+    the cosine similarity between each enrolled speaker and the speech of the `window` audio tokens
+    after the text so far (anonymous `spkK` labels count as one more speaker at similarity
+    `unregistered_similarity`). Without registration the anonymous labels in use are compared by
+    the voice of their earlier turns, the next free one at `new_speaker_similarity`.
+
+    Args:
+        log_probs: (batch, frames, vocabulary) CTC log-probabilities of each recording's audio tokens.
+        lengths: (batch,) valid frames of each recording.
+        blank_id: the CTC blank (SpeakerLM's pad token).
+        tokenizer_or_vocabulary: the tokenizer (or its `LabelVocabulary`), to tell text from labels.
+        prompt_length: length of the prompt in `input_ids`.
+        weight: CTC weight in [0, 1).
+        candidates: text tokens taken from the LLM (and at most as many from the CTC) per step.
+        eos_token_id: the ids that end the transcript.
+        windows: (batch, frames, embedding) speaker embeddings of the audio tokens' windows.
+        speakers: each recording's registered speakers' embeddings (names[i] order), (n_i, embedding).
+        names: each recording's registered names.
+        speaker_weight / speaker_sharpness / unregistered_similarity: see above; 0 turns it off.
+        new_speaker_similarity: the cosine at which a voice counts as a new anonymous speaker.
+        presence_prior: with registered speakers, weigh each by whether it seems to speak in the
+            recording at all (`presence`): enrolled speakers with little of the speech are set back.
+        break_weight: inside a turn, a line break also gets `break_weight * speaker_sharpness *
+            (new_speaker_similarity - cos)`, cos comparing the next audio tokens' voice with the
+            turn's speaker (its enrollment, or the turn's voice so far): a voice change invites a
+            new turn. 0 (the default) turns it off.
+        window: audio tokens after the text so far where the next words (and their voice) are sought.
+        roles: the transcript is by roles (`label: text` lines); False for a plain transcript.
+
+    One instance serves one `generate` call; with beam search, the rows of one recording follow
+    each other, as `generate` lays them out. Place it after `SpeakerLabelConstraint`.
+    """
+
+    def __init__(
+        self,
+        log_probs: torch.Tensor,
+        lengths: torch.Tensor,
+        blank_id: int,
+        tokenizer_or_vocabulary,
+        prompt_length: int,
+        weight: float = 0.7,
+        candidates: int = 8,
+        eos_token_id: int | Sequence[int] | None = None,
+        windows: torch.Tensor | None = None,
+        speakers: Sequence[torch.Tensor] | None = None,
+        names: Sequence[Sequence[str]] | None = None,
+        speaker_weight: float = 1.0,
+        speaker_sharpness: float = 10.0,
+        unregistered_similarity: float = 0.3,
+        new_speaker_similarity: float = 0.5,
+        break_weight: float = 0.0,
+        presence_prior: bool = True,
+        window: int = 12,
+        roles: bool = True,
+    ):
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"the CTC weight must be in [0, 1), got {weight}")
+        if candidates < 1 or window < 1:
+            raise ValueError(f"candidates and window must be >= 1, got {candidates} and {window}")
+        if log_probs.dim() != 3 or lengths.shape != log_probs.shape[:1]:
+            raise ValueError("log_probs must be (batch, frames, vocabulary) with one length per recording")
+        if speaker_weight < 0:
+            raise ValueError(f"speaker_weight must be >= 0, got {speaker_weight}")
+        self.log_probs = log_probs.float()
+        self.lengths = lengths.long().clamp(min=1, max=log_probs.shape[1])
+        self.blank_id = blank_id
+        vocabulary = tokenizer_or_vocabulary
+        self.vocabulary = vocabulary if hasattr(vocabulary, "line_breaks") else label_vocabulary(vocabulary)
+        self.prompt_length = prompt_length
+        self.weight = weight
+        self.candidates = candidates
+        self.window = window
+        self.roles = roles
+        stops = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or ())
+        self.stops = sorted(set(self.vocabulary.stops) | set(stops))
+        pieces = self.vocabulary.pieces
+        self.text_ids = torch.tensor(
+            [p is not None and NEWLINE not in p and i != blank_id for i, p in enumerate(pieces)]
+        )
+        # Speech presence of each audio token: where to look for the next turn's voice.
+        self.speech = 1.0 - self.log_probs[..., blank_id].exp()
+        self.directions = None
+        self.enrolled: list[torch.Tensor | None] = [None] * log_probs.shape[0]
+        self.log_prior: list[torch.Tensor | None] = [None] * log_probs.shape[0]
+        self.labels: list[list[bytes]] = [[] for _ in range(log_probs.shape[0])]
+        if speaker_weight and windows is not None:
+            self.directions = torch.nn.functional.normalize(windows.float(), dim=-1)
+            for i, row_names in enumerate(names or [[]] * log_probs.shape[0]):
+                embeddings = speakers[i] if speakers is not None else ()
+                if len(row_names) != len(embeddings):
+                    raise ValueError(f"recording {i}: {len(row_names)} names for {len(embeddings)} speakers")
+                if len(row_names):
+                    self.enrolled[i] = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+                    self.labels[i] = [name.encode("utf-8") + b":" for name in row_names]
+                    if presence_prior:
+                        self.log_prior[i] = self.presence(i, speaker_sharpness)
+        # (recording, text prefix at a line's start) -> audio token after which that line's speech starts
+        self._line_starts: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.speaker_weight = speaker_weight
+        self.speaker_sharpness = speaker_sharpness
+        self.unregistered_similarity = unregistered_similarity
+        self.new_speaker_similarity = new_speaker_similarity
+        self.break_weight = break_weight
+        # (recording, text prefix) -> (forward variables (frames, 2) ending in a token / a blank, log P(prefix))
+        self._states: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- CTC prefix scores --------------------------------------------------------------------
+    def initial_state(self, recording: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blank = self.log_probs[recording, :, self.blank_id]
+        state = torch.stack([torch.full_like(blank, -float("inf")), blank.cumsum(0)], dim=-1)
+        return state, torch.zeros(())
+
+    def extend(self, recordings: list[int], states: torch.Tensor, last: list[int], tokens: torch.Tensor):
+        """Forward variables and log prefix probabilities of each row's prefix extended by each of
+        its candidate `tokens` (rows, K), from the prefix's `states` (rows, frames, 2); `last` is
+        each prefix's last token (-1 for the empty prefix)."""
+        frames = states.shape[1]
+        index = torch.tensor(recordings)
+        x = self.log_probs[index[:, None], :, tokens].transpose(1, 2)  # (rows, frames, K)
+        blank = self.log_probs[index, :, self.blank_id][..., None]  # (rows, frames, 1)
+        total = torch.logaddexp(states[..., 0], states[..., 1])[..., None].expand_as(x)
+        # A repeated token needs a blank between the two: only the prefix's blank-ending paths go on.
+        repeat = tokens == torch.tensor(last)[:, None]
+        phi = torch.where(repeat[:, None, :], states[..., 1:2].expand_as(x), total)
+        empty = torch.tensor(last) < 0
+        new_n = torch.empty_like(x)
+        new_b = torch.empty_like(x)
+        start = torch.where(empty[:, None], x[:, 0], torch.full_like(x[:, 0], -float("inf")))
+        new_n[:, 0], new_b[:, 0] = start, -float("inf")
+        for t in range(1, frames):
+            new_n[:, t] = torch.logaddexp(new_n[:, t - 1], phi[:, t - 1]) + x[:, t]
+            new_b[:, t] = torch.logaddexp(new_b[:, t - 1], new_n[:, t - 1]) + blank[:, t]
+        valid = torch.arange(frames)[None, :] < self.lengths[index][:, None]  # (rows, frames)
+        entering = torch.cat([start[:, None], phi[:, :-1] + x[:, 1:]], dim=1)
+        entering = entering.masked_fill(~valid[..., None], -float("inf"))
+        return torch.stack([new_n, new_b], dim=-1), torch.logsumexp(entering, dim=1)
+
+    def state(self, recording: int, prefix: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward variables and log probability of a text prefix, from the cache or computed."""
+        key = (recording, prefix)
+        if key not in self._states:
+            if prefix:
+                before, _ = self.state(recording, prefix[:-1])
+                last = prefix[-2] if len(prefix) > 1 else -1
+                states, scores = self.extend([recording], before[None], [last], torch.tensor([[prefix[-1]]]))
+                self._states[key] = (states[0, :, 0], scores[0, 0])
+            else:
+                self._states[key] = self.initial_state(recording)
+        return self._states[key]
+
+    def complete(self, recording: int, state: torch.Tensor) -> torch.Tensor:
+        """log P(the CTC output is exactly the prefix)."""
+        end = self.lengths[recording] - 1
+        return torch.logaddexp(state[end, 0], state[end, 1])
+
+    def position(self, recording: int, state: torch.Tensor) -> int:
+        """The audio token after which the prefix is most likely complete with nothing more heard
+        yet: the next words start after it."""
+        length = int(self.lengths[recording])
+        return int(torch.logaddexp(state[:length, 0], state[:length, 1]).argmax())
+
+    def heard_next(self, recording: int, end: int, allowed: torch.Tensor) -> torch.Tensor:
+        """Text tokens the audio proposes next: the most likely token of each of the `window`
+        frames after `end` where it beats the blank, in order, at most `candidates` of them."""
+        frames = self.log_probs[recording, end + 1 : min(end + 1 + self.window, int(self.lengths[recording]))]
+        if not len(frames):
+            return torch.zeros(0, dtype=torch.long)
+        best = frames[:, : len(allowed)].masked_fill(~allowed[None], -float("inf")).max(-1)
+        heard = best.indices[best.values > frames[:, self.blank_id]]
+        return torch.tensor(list(dict.fromkeys(heard.tolist()))[: self.candidates], dtype=torch.long)
+
+    # -- speaker labels ------------------------------------------------------------------------
+    def voice(self, recording: int, first: int, stop: int) -> torch.Tensor:
+        """Speech-weighted mean window direction of the audio tokens [first, stop)."""
+        stop = min(stop, int(self.lengths[recording]))
+        first = min(first, stop - 1)
+        weights = self.speech[recording, first:stop]
+        weights = weights / weights.sum().clamp_min(1e-6)
+        return weights @ self.directions[recording, first:stop]
+
+    def presence(self, recording: int, sharpness: float, rounds: int = 5) -> torch.Tensor:
+        """Log prior of each registered speaker: the share of the recording's speech a mixture of
+        the enrolled voices fitted to the audio tokens' windows gives it (EM on the mixture
+        weights), relative to `PRESENT_SHARE` and capped at 0, so that speakers who speak enough
+        are equally likely and enrolled speakers who hardly speak (Over-Regist) rarely get a turn."""
+        length = int(self.lengths[recording])
+        similarity = self.directions[recording, :length] @ self.enrolled[recording].T
+        speech = self.speech[recording, :length, None]
+        log_prior = torch.full((similarity.shape[1],), -math.log(similarity.shape[1]))
+        for _ in range(rounds):
+            shares = torch.softmax(sharpness * similarity + log_prior, dim=-1)
+            prior = (speech * shares).sum(0) / speech.sum().clamp_min(1e-6)
+            log_prior = prior.clamp_min(1e-3).log() - prior.clamp_min(1e-3).sum().log()
+        # Present is present: every speaker with at least `PRESENT_SHARE` of the speech is as
+        # likely as any other; below it, a speaker is likelier absent.
+        return (log_prior - math.log(PRESENT_SHARE)).clamp(max=0.0)
+
+    def line_starts(self, recording: int, pieces, ids: list[int]) -> list[tuple[bytes, int]]:
+        """(label, audio token where the line's speech starts) of each line of a row that has a
+        label, from the positions recorded when the lines began."""
+        lines, text, line = [], [], b""
+        start = self._line_starts.get((recording, ()))
+        for index in ids:
+            piece = pieces[index]
+            if NEWLINE in piece:
+                line = piece.rsplit(NEWLINE, 1)[1]
+                start = self._line_starts.get((recording, tuple(text)))
+                continue
+            kind, label, _ = SpeakerLabelConstraint.line_state(line)
+            if kind == "text":
+                text.append(index)
+            line += piece
+            kind_after, label_after, _ = SpeakerLabelConstraint.line_state(line)
+            if kind != "text" and kind_after == "text" and start is not None:
+                lines.append((label_after, start))
+        return lines
+
+    def speaker_log_probs(self, recording: int, end: int, pieces, ids) -> tuple[list[bytes], torch.Tensor]:
+        """The labels the next turn may take and log q over them (the last entry stands for every
+        anonymous label when speakers are registered), from the voice of the `window` audio
+        tokens after `end`."""
+        heard = self.voice(recording, end + 1, end + 1 + self.window)
+        if self.enrolled[recording] is not None:
+            targets = self.labels[recording]
+            similarity = torch.cat(
+                [self.enrolled[recording] @ heard, heard.new_tensor([self.unregistered_similarity])]
+            )
+            if self.log_prior[recording] is not None:
+                # the prior is added after the sharpness below
+                prior = self.log_prior[recording]
+                prior = torch.cat([prior, prior.new_zeros(1)])
+                return targets, torch.log_softmax(self.speaker_sharpness * similarity + prior, dim=-1)
+        else:
+            # Anonymous speakers: the voice of each label's earlier lines, and a new speaker.
+            lines = self.line_starts(recording, pieces, ids)
+            bounds = [start for _, start in lines[1:]] + [end] * bool(lines)
+            profiles: dict[bytes, list[torch.Tensor]] = {}
+            for (label, start), stop in zip(lines, bounds, strict=True):
+                if stop > start + 1:
+                    profiles.setdefault(label, []).append(self.voice(recording, start + 1, stop + 1))
+            used = sorted(
+                {label for label, _ in lines}, key=lambda b: int(b[3:-1]) if b[3:-1].isdigit() else 0
+            )
+            targets = [*used, b"spk%d:" % len(used)]
+            values = []
+            for label in used:
+                if label in profiles:
+                    profile = torch.nn.functional.normalize(torch.stack(profiles[label]).mean(0), dim=0)
+                    values.append(profile @ heard)
+                else:
+                    values.append(heard.new_tensor(self.unregistered_similarity))
+            similarity = torch.stack([*values, heard.new_tensor(self.new_speaker_similarity)])
+        return targets, torch.log_softmax(self.speaker_sharpness * similarity, dim=-1)
+
+    def turn_change(self, recording: int, end: int, pieces, ids) -> float:
+        """Bonus for a line break: `break_weight * speaker_sharpness * (new_speaker_similarity - cos)`,
+        cos comparing the voice of the next audio tokens with the current turn's speaker (its
+        enrollment, or the voice of the turn so far for an anonymous label): positive when the
+        voice changes, negative while the same speaker goes on."""
+        lines = self.line_starts(recording, pieces, ids)
+        if not lines:
+            return 0.0
+        label, start = lines[-1]
+        heard = self.voice(recording, end + 1, end + 1 + self.window)
+        if self.enrolled[recording] is not None:
+            if label not in self.labels[recording]:
+                return 0.0
+            current = self.enrolled[recording][self.labels[recording].index(label)]
+        else:
+            if end <= start + 1:
+                return 0.0
+            current = torch.nn.functional.normalize(self.voice(recording, start + 1, end + 1), dim=0)
+        similarity = float(current @ heard)
+        return self.break_weight * self.speaker_sharpness * (self.new_speaker_similarity - similarity)
+
+    def label_classes(self, targets: list[bytes], label: bytes, anonymous_class: bool) -> list[int]:
+        """Indices of the `targets` whose bytes start with, or are the start of, `label` (and the
+        extra last class of all anonymous labels, when there is one)."""
+        found = [k for k, t in enumerate(targets) if t.startswith(label) or label.startswith(t)]
+        if anonymous_class and ANONYMOUS_START.fullmatch(label):
+            found.append(len(targets))
+        return found
+
+    def label_bonus(
+        self, recording: int, end: int, typed: bytes, ids: list[int], pieces, row_ids
+    ) -> dict[int, float]:
+        """speaker_weight * log q(label | label so far) for each token id that goes on a label."""
+        targets, log_q = self.speaker_log_probs(recording, end, pieces, row_ids)
+        anonymous_class = self.enrolled[recording] is not None
+        before = self.label_classes(targets, typed, anonymous_class)
+        if not before:
+            return {}
+        base = torch.logsumexp(log_q[before], 0)
+        bonus = {}
+        for index in ids:
+            piece = self.vocabulary.pieces[index] if index < len(self.vocabulary.pieces) else None
+            if not piece or NEWLINE in piece:
+                continue
+            classes = self.label_classes(targets, (typed + piece).lstrip(b" "), anonymous_class)
+            if classes:
+                bonus[index] = self.speaker_weight * float(torch.logsumexp(log_q[classes], 0) - base)
+        return bonus
+
+    # -- LogitsProcessor ----------------------------------------------------------------------
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        recordings = self.log_probs.shape[0]
+        rows_per_recording = max(1, input_ids.shape[0] // recordings)
+        vocabulary = scores.shape[-1]
+        pieces = self.vocabulary.pieces
+        # The CTC tables live on the CPU; so does the rescoring (a few hundred tokens per step).
+        log_p = scores.detach().float().log_softmax(-1).cpu()
+        out = log_p * (1.0 - self.weight)
+        text_ids = torch.zeros(vocabulary, dtype=torch.bool)
+        text_ids[: min(vocabulary, len(self.text_ids))] = self.text_ids[:vocabulary]
+        stops = torch.tensor([i for i in self.stops if i < vocabulary], dtype=torch.long)
+        breaks = torch.tensor([i for i, _ in self.vocabulary.line_breaks if i < vocabulary], dtype=torch.long)
+        kept: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
+        pending = []  # rows inside a turn's text: (row, recording, prefix, candidates, spoken)
+        turn_bonus: dict[int, float] = {}
+        for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
+            if any(i >= len(pieces) or pieces[i] is None for i in ids):
+                continue  # the row has ended
+            recording = min(row // rows_per_recording, recordings - 1)
+            text, line_state = text_token_ids(pieces, ids, self.roles)
+            prefix = tuple(text)
+            state, prefix_score = kept[(recording, prefix)] = self.state(recording, prefix)
+            if len(stops):
+                out[row, stops] += self.weight * (self.complete(recording, state) - prefix_score)
+            end = self.position(recording, state)
+            if line_state == "label":
+                line = b"".join(pieces[i] for i in ids).rsplit(NEWLINE, 1)[-1]
+                kind, typed, _ = SpeakerLabelConstraint.line_state(line)
+                if self.directions is not None and kind == "label":
+                    self._line_starts.setdefault((recording, prefix), end)
+                    finite = torch.isfinite(log_p[row]).nonzero().flatten()
+                    bonus = self.label_bonus(recording, end, typed, finite.tolist(), pieces, ids)
+                    for index, value in bonus.items():
+                        out[row, index] += value
+                continue
+            allowed = text_ids & torch.isfinite(log_p[row])
+            count = min(self.candidates, int(allowed.sum()))
+            if count:
+                candidates = log_p[row].masked_fill(~allowed, -float("inf")).topk(count).indices
+                heard = self.heard_next(recording, end, allowed)
+                candidates = torch.cat([candidates, heard[~torch.isin(heard, candidates)]])
+                pending.append((row, recording, prefix, candidates, line_state == "text"))
+                if line_state == "text" and self.directions is not None and self.break_weight:
+                    turn_bonus[row] = self.turn_change(recording, end, pieces, ids)
+        if pending:
+            width = max(len(c) for *_, c, _ in pending)
+            tokens = torch.stack([torch.cat([c, c[-1:].expand(width - len(c))]) for *_, c, _ in pending])
+            states = torch.stack([kept[(rec, prefix)][0] for _, rec, prefix, _, _ in pending])
+            last = [prefix[-1] if prefix else -1 for _, _, prefix, _, _ in pending]
+            extended, extended_scores = self.extend(
+                [rec for _, rec, _, _, _ in pending], states, last, tokens
+            )
+            for k, (row, recording, prefix, candidates, spoken) in enumerate(pending):
+                count = len(candidates)
+                delta = extended_scores[k, :count] - kept[(recording, prefix)][1]
+                # inside a turn only the scored words, a line break or the end may come
+                pruned = torch.full_like(out[row], -float("inf"))
+                pruned[candidates] = out[row, candidates] + self.weight * delta
+                if spoken and len(breaks):
+                    pruned[breaks] = out[row, breaks] + self.weight * delta.max() + turn_bonus.get(row, 0.0)
+                if spoken and len(stops):
+                    pruned[stops] = out[row, stops]
+                out[row] = pruned
+                for j in range(count):
+                    kept[(recording, (*prefix, int(candidates[j])))] = (
+                        extended[k, :, j],
+                        extended_scores[k, j],
+                    )
+        self._states = kept
+        return out.to(device=scores.device, dtype=scores.dtype)
+
+
+# Joint decoding defaults, chosen on 50 held-out synthetic meetings (not those the project reports)
+# with SpeakerLM-Tiny; line breaks follow voice changes at a fraction of the label weight.
+DEFAULT_CTC_WEIGHT = 0.7
+DEFAULT_SPEAKER_WEIGHT = 1.0
+BREAK_FRACTION = 0.3
+
+
+def transcript_logits_processors(
+    model,
+    tokenizer,
+    inputs,
+    names: Sequence[Sequence[str]] | Sequence[str],
+    *,
+    constrain_labels: bool = True,
+    timestamps: bool = False,
+    ctc_weight: float | None = None,
+    speaker_weight: float | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    roles: bool = True,
+) -> list[LogitsProcessor]:
+    """The processors that decode a batch of transcripts by roles: `SpeakerLabelConstraint` (with
+    `constrain_labels`), then `CTCPrefixScorer` (when `ctc_weight` > 0; None means
+    `DEFAULT_CTC_WEIGHT` for a model whose `config.audio_ctc` says its audio tokens spell the
+    transcript, else 0), steering labels by voice with `speaker_weight` (None:
+    `DEFAULT_SPEAKER_WEIGHT`), and line breaks by voice changes with `BREAK_FRACTION` of it, when
+    the model has `audio_speaker_window`.
+
+    `inputs` is the processor's output for the batch, `names` the registered names of each
+    recording (or one list for all of them); `roles=False` decodes plain transcripts (the ASR
+    task: no labels, no constraint).
+    """
+    input_ids = inputs["input_ids"]
+    batch, prompt_length = input_ids.shape
+    if names and all(isinstance(name, str) for name in names):
+        names = [list(names)] * batch
+    names = [list(row or ()) for row in names] if names else [[] for _ in range(batch)]
+    config = model.config
+    if eos_token_id is None:
+        eos_token_id = model.generation_config.eos_token_id
+    if ctc_weight is None:
+        ctc_weight = DEFAULT_CTC_WEIGHT if getattr(config, "audio_ctc", False) else 0.0
+    if ctc_weight and not getattr(config, "audio_ctc", False):
+        raise ValueError(
+            f"ctc_weight={ctc_weight}: this model's audio tokens were not trained to spell the "
+            "transcript (config.audio_ctc is false), so they cannot guide decoding; use ctc_weight=0"
+        )
+    if speaker_weight is None:
+        speaker_weight = DEFAULT_SPEAKER_WEIGHT
+    processors: list[LogitsProcessor] = []
+    if constrain_labels and roles:
+        processors.append(
+            SpeakerLabelConstraint(
+                tokenizer, names, prompt_length, timestamps=timestamps, eos_token_id=eos_token_id
+            )
+        )
+    if ctc_weight:
+        guides = model.decoding_guides(**inputs)
+        processors.append(
+            CTCPrefixScorer(
+                guides["log_probs"].cpu(),
+                guides["lengths"].cpu(),
+                tokenizer.pad_token_id,
+                tokenizer,
+                prompt_length,
+                weight=ctc_weight,
+                eos_token_id=eos_token_id,
+                windows=guides["windows"].cpu() if "windows" in guides else None,
+                speakers=[s.cpu() for s in guides["speakers"]] if "speakers" in guides else None,
+                names=names,
+                speaker_weight=speaker_weight if roles else 0.0,
+                break_weight=BREAK_FRACTION * speaker_weight if roles else 0.0,
+                roles=roles,
+            )
+        )
+    return processors
+
+
+__all__ = [
+    "CTCPrefixScorer",
+    "DEFAULT_CTC_WEIGHT",
+    "DEFAULT_SPEAKER_WEIGHT",
+    "LabelVocabulary",
+    "SpeakerLabelConstraint",
+    "label_vocabulary",
+    "text_token_ids",
+    "token_bytes",
+    "transcript_logits_processors",
+]

@@ -1,0 +1,272 @@
+"""Joint CTC / attention decoding (`CTCPrefixScorer`) and speaker labels chosen by voice."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from speakerlm_hf import hub
+from speakerlm_hf.generation_speakerlm import (
+    CTCPrefixScorer,
+    SpeakerLabelConstraint,
+    text_token_ids,
+    transcript_logits_processors,
+)
+from speakerlm_hf.pipeline_speakerlm import TASK
+from speakerlm_hf.testing_utils import tiny_speakerlm, tiny_tokenizer, tone_voice
+
+NEG = -30.0
+
+
+class Letters:
+    """A three-letter vocabulary and a blank, all plain text (no labels)."""
+
+    line_breaks: list = []
+    stops: list = []
+    pieces = [b"a", b"b", b"c", None]
+
+
+def collapse(path, blank):
+    out, previous = [], None
+    for token in path:
+        if token != previous and token != blank:
+            out.append(token)
+        previous = token
+    return tuple(out)
+
+
+def test_prefix_and_complete_probabilities_are_exact():
+    torch.manual_seed(0)
+    frames, vocabulary, blank = 5, 4, 3
+    log_probs = torch.randn(1, frames, vocabulary).log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([frames]), blank, Letters(), 0, roles=False)
+    prefix_mass, exact_mass = {}, {}
+    for path in itertools.product(range(vocabulary), repeat=frames):
+        p = float(sum(log_probs[0, t, s] for t, s in enumerate(path)).exp())
+        out = collapse(path, blank)
+        exact_mass[out] = exact_mass.get(out, 0.0) + p
+        for k in range(len(out) + 1):
+            prefix_mass[out[:k]] = prefix_mass.get(out[:k], 0.0) + p
+    for prefix in [(), (0,), (0, 0), (0, 1), (1, 2, 1), (2, 2), (0, 1, 2, 0, 1)]:
+        state, log_prefix = scorer.state(0, prefix)
+        assert float(log_prefix.exp()) == pytest.approx(prefix_mass.get(prefix, 0.0), rel=1e-4, abs=1e-9)
+        complete = float(scorer.complete(0, state).exp())
+        assert complete == pytest.approx(exact_mass.get(prefix, 0.0), rel=1e-4, abs=1e-9)
+        if prefix:  # the same number torch's CTC loss gives
+            loss = torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1),
+                torch.tensor([prefix]),
+                torch.tensor([frames]),
+                torch.tensor([len(prefix)]),
+                blank=blank,
+                reduction="sum",
+            )
+            assert complete == pytest.approx(float((-loss).exp()), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def ids_of(tokenizer, *pieces):
+    return [i for piece in pieces for i in tokenizer(piece, add_special_tokens=False)["input_ids"]]
+
+
+def test_text_tokens_are_what_follows_each_label(tokenizer):
+    pieces = [None] * len(tokenizer)
+    from speakerlm_hf.generation_speakerlm import token_bytes
+
+    pieces = token_bytes(tokenizer)
+    line = ids_of(tokenizer, "spk0", ":", " the", " c", "\n", "[1.0-2.0]", " Mike", ":")
+    text, state = text_token_ids(pieces, line)
+    assert text == ids_of(tokenizer, " the", " c")
+    assert state == "unspoken"
+    assert text_token_ids(pieces, line + ids_of(tokenizer, " the"))[1] == "text"
+    assert text_token_ids(pieces, line + ids_of(tokenizer, "\n", "sp"))[1] == "label"
+    assert text_token_ids(pieces, ids_of(tokenizer, " the", " c"), roles=False) == (
+        ids_of(tokenizer, " the", " c"),
+        "text",
+    )
+
+
+def spelled(tokenizer, frames: list[str | None], sharp: float = 8.0) -> torch.Tensor:
+    """CTC log-probabilities hearing one token (or the blank, None) per frame."""
+    log_probs = torch.full((1, len(frames), len(tokenizer)), NEG)
+    for t, piece in enumerate(frames):
+        index = tokenizer.pad_token_id if piece is None else ids_of(tokenizer, piece)[0]
+        log_probs[0, t, index] = sharp
+    return log_probs.log_softmax(-1)
+
+
+def step_scores(scorer, prompt, generated, logits):
+    ids = torch.tensor([prompt + generated])
+    return scorer(ids, logits.clone()[None])[0]
+
+
+def test_ctc_outvotes_the_llm_on_a_word_it_did_not_hear(tokenizer):
+    the, c = ids_of(tokenizer, " the")[0], ids_of(tokenizer, " c")[0]
+    log_probs = spelled(tokenizer, [None, " the", None, None, " c", None])
+    prompt = [tokenizer.pad_token_id] * 3
+    logits = torch.zeros(len(tokenizer))
+    logits[c] = 3.0  # the LLM would write " c" first
+    scorer = CTCPrefixScorer(
+        log_probs, torch.tensor([6]), tokenizer.pad_token_id, tokenizer, len(prompt), weight=0.7
+    )
+    label = ids_of(tokenizer, "spk0", ":")
+    scores = step_scores(scorer, prompt, label, logits)
+    assert int(scores.argmax()) == the
+    # nothing but the CTC candidates and the LLM's best survive among text tokens
+    assert torch.isfinite(scores).sum() < 40
+    # a turn says something: no line break and no end right after its label
+    newline = ids_of(tokenizer, "\n")[0]
+    assert scores[newline] == -float("inf") and scores[tokenizer.eos_token_id] == -float("inf")
+    # once everything heard is written, ending beats any further word
+    done = step_scores(scorer, prompt, label + [the, c], torch.zeros(len(tokenizer)))
+    assert int(done.argmax()) in scorer.stops and tokenizer.eos_token_id in scorer.stops
+    # weight 0 leaves the LLM's choice
+    plain = CTCPrefixScorer(log_probs, torch.tensor([6]), tokenizer.pad_token_id, tokenizer, 3, weight=0.0)
+    assert int(step_scores(plain, prompt, label, logits).argmax()) == c
+
+
+def voices(frames: int, split: int, size: int = 8) -> torch.Tensor:
+    a, b = torch.zeros(size), torch.zeros(size)
+    a[0], b[1] = 1.0, 1.0
+    return torch.stack([a if t < split else b for t in range(frames)])[None], a, b
+
+
+# Two turns: " the" in voice a (tokens 1-4), a pause, " c" in voice b (tokens 8-11).
+TWO_TURNS = [None] + [" the"] * 4 + [None] * 3 + [" c"] * 4 + [None] * 2
+VOICE_A, VOICE_B = torch.eye(8)[0], torch.eye(8)[1]
+PROMPT = [0, 0]
+
+
+def two_turn_scorer(tokenizer, enrolled: list, names: list[str], **options) -> CTCPrefixScorer:
+    windows, _, _ = voices(len(TWO_TURNS), 8)
+    return CTCPrefixScorer(
+        spelled(tokenizer, TWO_TURNS),
+        torch.tensor([len(TWO_TURNS)]),
+        tokenizer.pad_token_id,
+        tokenizer,
+        len(PROMPT),
+        windows=windows,
+        speakers=[torch.stack(enrolled)],
+        names=[names],
+        window=4,
+        **options,
+    )
+
+
+def test_registered_label_follows_the_voice_where_the_next_turn_starts(tokenizer):
+    a, b = VOICE_A, VOICE_B
+    mike, lucy = ids_of(tokenizer, "Mike")[0], ids_of(tokenizer, "Lucy")[0]
+    first_line = ids_of(tokenizer, "Mike", ":", " the", "\n")
+    flat = torch.zeros(len(tokenizer))
+
+    def scores(enrolled, generated, weight=1.0):
+        scorer = two_turn_scorer(tokenizer, enrolled, ["Mike", "Lucy"], speaker_weight=weight)
+        return step_scores(scorer, PROMPT, generated, flat)
+
+    after = scores([a, b], first_line)
+    assert after[lucy] > after[mike] + 1.0
+    swapped = scores([b, a], first_line)
+    assert swapped[mike] > swapped[lucy] + 1.0
+    # the first turn is heard in voice a
+    start = scores([a, b], [])
+    assert start[mike] > start[lucy] + 1.0
+    off = scores([a, b], first_line, weight=0.0)
+    assert off[lucy] == pytest.approx(float(off[mike]))
+
+
+@pytest.mark.parametrize("next_voice, expected", [("b", "1"), ("a", "0")])
+def test_anonymous_label_follows_the_voice_of_earlier_turns(tokenizer, next_voice, expected):
+    log_probs = spelled(tokenizer, [None, " the", " the", None, None, None, " c", " c", None, None])
+    split = 6 if next_voice == "b" else 10
+    windows, _, _ = voices(10, split)
+    prompt = [tokenizer.pad_token_id] * 2
+    scorer = CTCPrefixScorer(
+        log_probs,
+        torch.tensor([10]),
+        tokenizer.pad_token_id,
+        tokenizer,
+        len(prompt),
+        windows=windows,
+        speakers=[torch.zeros(0, 8)],
+        names=[[]],
+    )
+    flat = torch.zeros(len(tokenizer))
+    step_scores(scorer, prompt, [], flat)  # the first line begins: its start is recorded
+    scores = step_scores(scorer, prompt, ids_of(tokenizer, "spk0", ":", " the", "\n", "spk"), flat)
+    zero, one = ids_of(tokenizer, "0")[0], ids_of(tokenizer, "1")[0]
+    winner, loser = (one, zero) if expected == "1" else (zero, one)
+    assert scores[winner] > scores[loser] + 1.0
+
+
+def test_decoding_guides_and_pipeline_with_joint_decoding():
+    model, processor = tiny_speakerlm(speaker_model="campplus", audio_speaker_window=1.0, audio_ctc=True)
+    processor.match_model(model.config)
+    audio = tone_voice(3.0, 140.0, 0)
+    inputs = processor([audio], speakers={"Mike": tone_voice(2.0, 120.0, 1)})
+    guides = model.decoding_guides(**inputs)
+    assert guides["log_probs"].shape[:2] == guides["windows"].shape[:2]
+    assert torch.allclose(guides["log_probs"].exp().sum(-1), torch.ones(1, guides["log_probs"].shape[1]))
+    assert [s.shape for s in guides["speakers"]] == [(1, 16)]
+    processors = transcript_logits_processors(model, processor.tokenizer, inputs, [["Mike"]])
+    assert [type(p) for p in processors] == [SpeakerLabelConstraint, CTCPrefixScorer]
+    assert processors[1].weight == pytest.approx(0.7)
+    hub.register_auto_classes()
+    sdr = pipeline(TASK, model=model, processor=processor)
+    for kwargs in ({}, {"ctc_weight": 0.0}, {"speaker_weight": 0.0}):
+        out = sdr(audio, speakers={"Mike": tone_voice(2.0, 120.0, 1)}, max_new_tokens=12, **kwargs)
+        assert {turn["speaker"] for turn in out["turns"]} <= {"Mike"} | {f"spk{k}" for k in range(4)}
+    assert isinstance(sdr(audio, task="asr", max_new_tokens=8)["text"], str)
+    with pytest.raises(ValueError, match="ctc_weight"):
+        sdr(audio, ctc_weight=1.5)
+
+
+def test_models_not_trained_with_ctc_decode_without_it():
+    model, processor = tiny_speakerlm()
+    inputs = processor([np.zeros(16000, dtype=np.float32) + tone_voice(1.0, 150.0, 3)])
+    processors = transcript_logits_processors(model, processor.tokenizer, inputs, [])
+    assert [type(p) for p in processors] == [SpeakerLabelConstraint]
+    with pytest.raises(ValueError, match="audio_ctc"):
+        transcript_logits_processors(model, processor.tokenizer, inputs, [], ctc_weight=0.5)
+
+
+def test_a_voice_change_invites_a_line_break(tokenizer):
+    newline = ids_of(tokenizer, "\n")[0]
+    turn = ids_of(tokenizer, "Mike", ":", " the")
+    flat = torch.zeros(len(tokenizer))
+
+    def newline_score(enrolled, break_weight):
+        scorer = two_turn_scorer(tokenizer, enrolled, ["Mike", "Lucy"], break_weight=break_weight)
+        step_scores(scorer, PROMPT, [], flat)  # the turn's start is recorded
+        return float(step_scores(scorer, PROMPT, turn, flat)[newline])
+
+    # the line is Mike's and the next words are in voice b: another speaker when Mike enrolled
+    # voice a, Mike going on when he enrolled voice b
+    a, b = VOICE_A, VOICE_B
+    neutral = newline_score([a, b], 0.0)
+    assert newline_score([a, b], 1.0) > neutral + 1.0
+    assert newline_score([b, a], 1.0) < neutral - 1.0
+
+
+def test_registered_speakers_who_never_speak_rarely_get_a_turn(tokenizer):
+    a, b = VOICE_A, VOICE_B
+    ghost = torch.nn.functional.normalize(a + 0.6 * torch.eye(8)[2], dim=0)  # sounds like Mike
+    mike, ghost_id = ids_of(tokenizer, "Mike")[0], ids_of(tokenizer, "Jack")[0]
+    assert len(ids_of(tokenizer, "Jack")) == 1
+
+    def first_label_scores(presence_prior):
+        scorer = two_turn_scorer(
+            tokenizer, [a, b, ghost], ["Mike", "Lucy", "Jack"], presence_prior=presence_prior
+        )
+        return step_scores(scorer, PROMPT, [], torch.zeros(len(tokenizer)))
+
+    plain, prior = first_label_scores(False), first_label_scores(True)
+    # both prefer Mike, whose enrollment matches exactly; the prior, having found that the recording
+    # is all Mike's and Lucy's voices, sets the look-alike who never speaks much further back
+    assert plain[mike] > plain[ghost_id]
+    assert prior[mike] - prior[ghost_id] > plain[mike] - plain[ghost_id] + 1.0
