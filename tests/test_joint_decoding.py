@@ -126,6 +126,12 @@ def test_ctc_outvotes_the_llm_on_a_word_it_did_not_hear(tokenizer):
     # once everything heard is written, ending beats any further word
     done = step_scores(scorer, prompt, label + [the, c], torch.zeros(len(tokenizer)))
     assert int(done.argmax()) in scorer.stops and tokenizer.eos_token_id in scorer.stops
+    # a plain transcript (the ASR task) is one line of text
+    plain_text = CTCPrefixScorer(
+        log_probs, torch.tensor([6]), tokenizer.pad_token_id, tokenizer, 3, weight=0.7, roles=False
+    )
+    words = step_scores(plain_text, prompt, [the], torch.zeros(len(tokenizer)))
+    assert words[newline] == -float("inf") and int(words.argmax()) == c
     # weight 0 leaves the LLM's choice
     plain = CTCPrefixScorer(log_probs, torch.tensor([6]), tokenizer.pad_token_id, tokenizer, 3, weight=0.0)
     assert int(step_scores(plain, prompt, label, logits).argmax()) == c

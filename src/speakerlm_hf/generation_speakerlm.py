@@ -343,7 +343,8 @@ class CTCPrefixScorer(LogitsProcessor):
             turn's speaker (its enrollment, or the turn's voice so far): a voice change invites a
             new turn. 0 (the default) turns it off.
         window: audio tokens after the text so far where the next words (and their voice) are sought.
-        roles: the transcript is by roles (`label: text` lines); False for a plain transcript.
+        roles: the transcript is by roles (`label: text` lines); False for a plain transcript,
+            which is one line of text.
 
     One instance serves one `generate` call; with beam search, the rows of one recording follow
     each other, as `generate` lays them out. Place it after `SpeakerLabelConstraint`.
@@ -678,7 +679,8 @@ class CTCPrefixScorer(LogitsProcessor):
                 # inside a turn only the scored words, a line break or the end may come
                 pruned = torch.full_like(out[row], -float("inf"))
                 pruned[candidates] = out[row, candidates] + self.weight * delta
-                if spoken and len(breaks):
+                # a plain transcript is one line: only a transcript by roles breaks lines
+                if spoken and self.roles and len(breaks):
                     pruned[breaks] = out[row, breaks] + self.weight * delta.max() + turn_bonus.get(row, 0.0)
                 if spoken and len(stops):
                     pruned[stops] = out[row, stops]
