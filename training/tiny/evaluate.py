@@ -52,8 +52,15 @@ def load_sessions(folder: str, split: str, limit: int | None) -> list[dict]:
     return sessions
 
 
-def registrations(sessions: list[dict], extra: int, seed: int) -> dict[str, list[dict | None]]:
-    """For each mode, one `{name: clip}` per session (None for No-Regist) and the reference names."""
+def registrations(
+    sessions: list[dict], extra: int, seed: int, pool: list[dict] | None = None
+) -> dict[str, list[dict | None]]:
+    """For each mode, one `{name: clip}` per session (None for No-Regist) and the reference names.
+
+    Over-Regist's absent speakers are drawn from the enrollment of the `pool` sessions (default:
+    `sessions`) other than the session itself; with the whole split as the pool, each session's
+    draw does not depend on how many sessions are scored."""
+    pool = sessions if pool is None else pool
     out = {mode: [] for mode in MODES}
     for index, session in enumerate(sessions):
         rng = np.random.default_rng([seed, index])
@@ -62,8 +69,8 @@ def registrations(sessions: list[dict], extra: int, seed: int) -> dict[str, list
         )
         others = [
             (s, clip)
-            for j, other in enumerate(sessions)
-            if j != index
+            for other in pool
+            if other["id"] != session["id"]
             for s, clip in other["enrollment"].items()
             if s not in present
         ]
@@ -161,7 +168,9 @@ def evaluate(
     processor = SpeakerLMProcessor.from_pretrained(model_dir)
     processor.match_model(model.config)
     sessions = load_sessions(data, split, limit)
-    speakers = registrations(sessions, extra, seed)
+    # absent speakers for Over-Regist come from the whole split, whatever `limit` is
+    pool = load_sessions(data, split, None) if limit and extra else sessions
+    speakers = registrations(sessions, extra, seed, pool)
     results, outputs = {}, {}
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
     for mode in MODES:
