@@ -11,7 +11,8 @@ from speakerlm_hf import hub
 from speakerlm_hf.generation_speakerlm import (
     CTCPrefixScorer,
     SpeakerLabelConstraint,
-    text_token_ids,
+    read_transcript,
+    token_bytes,
     transcript_logits_processors,
 )
 from speakerlm_hf.pipeline_speakerlm import TASK
@@ -76,20 +77,19 @@ def ids_of(tokenizer, *pieces):
 
 
 def test_text_tokens_are_what_follows_each_label(tokenizer):
-    pieces = [None] * len(tokenizer)
-    from speakerlm_hf.generation_speakerlm import token_bytes
-
     pieces = token_bytes(tokenizer)
     line = ids_of(tokenizer, "spk0", ":", " the", " c", "\n", "[1.0-2.0]", " Mike", ":")
-    text, state = text_token_ids(pieces, line)
-    assert text == ids_of(tokenizer, " the", " c")
-    assert state == "unspoken"
-    assert text_token_ids(pieces, line + ids_of(tokenizer, " the"))[1] == "text"
-    assert text_token_ids(pieces, line + ids_of(tokenizer, "\n", "sp"))[1] == "label"
-    assert text_token_ids(pieces, ids_of(tokenizer, " the", " c"), roles=False) == (
-        ids_of(tokenizer, " the", " c"),
-        "text",
-    )
+    transcript = read_transcript(pieces, line)
+    assert transcript.text == ids_of(tokenizer, " the", " c")
+    assert transcript.state == "unspoken"
+    # each labelled line with the number of text tokens before it
+    assert transcript.lines == [(b"spk0:", 0), (b"Mike:", 2)]
+    assert read_transcript(pieces, line + ids_of(tokenizer, " the")).state == "text"
+    writing = read_transcript(pieces, line + ids_of(tokenizer, "\n", "sp"))
+    assert writing.state == "label" and writing.label == b"sp"
+    assert read_transcript(pieces, line + ids_of(tokenizer, "\n", "[1.0")).label is None  # a timestamp
+    plain = read_transcript(pieces, ids_of(tokenizer, " the", " c"), roles=False)
+    assert (plain.text, plain.state) == (ids_of(tokenizer, " the", " c"), "text")
 
 
 def spelled(tokenizer, frames: list[str | None], sharp: float = 8.0) -> torch.Tensor:

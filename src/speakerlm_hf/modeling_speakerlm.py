@@ -171,9 +171,7 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         sample (B,), label embeddings (S, hidden)), also the label embedding of the registered
         speaker its window sounds like (`speaker_label_hint`).
         """
-        lengths = feature_lengths(input_features, input_features_mask)
-        encoded = self.audio_encoder(input_features, feature_lengths=lengths)
-        tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
+        tokens, token_lengths, lengths = self.encode_audio(input_features, input_features_mask)
         if self.config.audio_speaker_window:
             if speaker_features is None:
                 raise ValueError(
@@ -196,6 +194,22 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
                 hints = self.speaker_label_hint(windows, *label_hints)
                 tokens = tokens + (hints * loudness.to(hints.dtype)).to(tokens.dtype)
         return tokens[~lengths_to_padding_mask(token_lengths, tokens.shape[1])]
+
+    def encode_audio(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The audio projector's tokens (B, T, hidden), tokens per sample and input frames per
+        sample: the audio content of the audio tokens, before any speaker window is added."""
+        lengths = feature_lengths(input_features, input_features_mask)
+        encoded = self.audio_encoder(input_features, feature_lengths=lengths)
+        tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
+        return tokens, token_lengths, lengths
+
+    def audio_ctc_log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CTC log-probabilities (..., vocabulary) of audio tokens (the projector's output): scored
+        against the LLM's input embeddings, the pad token being the blank. Training's CTC loss
+        (`ctc_weight`) and joint decoding (`decoding_guides`) both score them this way."""
+        return torch.log_softmax(tokens.float() @ self.get_input_embeddings().weight.float().T, dim=-1)
 
     @torch.no_grad()
     def decoding_guides(
@@ -221,11 +235,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
           raw embedding of the window around each audio token, and `speakers`, each recording's
           registered speakers' raw embeddings (in prompt order).
         """
-        lengths = feature_lengths(input_features, input_features_mask)
-        encoded = self.audio_encoder(input_features, feature_lengths=lengths)
-        tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
-        logits = tokens.float() @ self.get_input_embeddings().weight.float().T
-        guides: dict[str, object] = {"log_probs": logits.log_softmax(-1), "lengths": token_lengths}
+        tokens, token_lengths, lengths = self.encode_audio(input_features, input_features_mask)
+        guides: dict[str, object] = {"log_probs": self.audio_ctc_log_probs(tokens), "lengths": token_lengths}
         if self.config.audio_speaker_window and speaker_features is not None:
             windows = self.audio_speaker_embeddings(
                 speaker_features,

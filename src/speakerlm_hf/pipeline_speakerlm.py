@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from transformers.pipelines.base import ChunkPipeline
 
 from .feature_extraction_speakerlm import pad_features
-from .generation_speakerlm import transcript_logits_processors
+from .generation_speakerlm import resolve_ctc_weight, transcript_logits_processors
 from .linking_speakerlm import (
     DEFAULT_THRESHOLD,
     link_segments,
@@ -188,14 +188,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         if constrain_labels is not None:
             forward_params["constrain_labels"] = bool(constrain_labels)
         if ctc_weight is not None:
-            if not 0.0 <= float(ctc_weight) < 1.0:
-                raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight!r}")
-            if ctc_weight and not getattr(self.model.config, "audio_ctc", False):
-                raise ValueError(
-                    f"ctc_weight={ctc_weight}: this model's audio tokens were not trained to spell the "
-                    "transcript (config.audio_ctc is false); use ctc_weight=0"
-                )
-            forward_params["ctc_weight"] = float(ctc_weight)
+            forward_params["ctc_weight"] = resolve_ctc_weight(self.model.config, ctc_weight)
         if speaker_weight is not None:
             if not float(speaker_weight) >= 0.0:
                 raise ValueError(f"speaker_weight must be >= 0, got {speaker_weight!r}")
@@ -312,27 +305,18 @@ class SpeakerLMPipeline(ChunkPipeline):
         if info["segments"]:
             prompt_length = model_inputs["input_ids"].shape[1]
             generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
-            processors = []
-            if info["task"] == "sdr":
-                processors = transcript_logits_processors(
-                    self.model,
-                    self.processor.tokenizer,
-                    model_inputs,
-                    info["names"],
-                    constrain_labels=constrain_labels,
-                    timestamps=info["timestamps"],
-                    ctc_weight=ctc_weight,
-                    speaker_weight=speaker_weight,
-                )
-            elif ctc_weight is None or ctc_weight:
-                processors = transcript_logits_processors(
-                    self.model,
-                    self.processor.tokenizer,
-                    model_inputs,
-                    [],
-                    ctc_weight=ctc_weight,
-                    roles=False,
-                )
+            # A plain transcript (ASR) has no labels: no constraint, CTC only.
+            processors = transcript_logits_processors(
+                self.model,
+                self.processor.tokenizer,
+                model_inputs,
+                info["names"],
+                constrain_labels=constrain_labels,
+                timestamps=info["timestamps"],
+                ctc_weight=ctc_weight,
+                speaker_weight=speaker_weight,
+                roles=info["task"] == "sdr",
+            )
             if processors:
                 generate_kwargs["logits_processor"] = LogitsProcessorList(
                     [*(generate_kwargs.get("logits_processor") or []), *processors]

@@ -227,8 +227,7 @@ class SpeakerLMTrainer(Trainer):
         if not rows.numel():
             return tokens.sum() * 0.0
         targets = [labels[i][keep[i]] for i in rows]
-        embeddings = model.get_input_embeddings().weight
-        log_probs = torch.log_softmax((tokens[rows].float() @ embeddings.float().T), dim=-1).transpose(0, 1)
+        log_probs = model.audio_ctc_log_probs(tokens[rows]).transpose(0, 1)
         return torch.nn.functional.ctc_loss(
             log_probs,
             torch.cat(targets),

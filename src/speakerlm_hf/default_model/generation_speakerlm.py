@@ -26,6 +26,7 @@ import math
 import re
 import weakref
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from transformers import LogitsProcessor
@@ -263,35 +264,56 @@ class SpeakerLabelConstraint(LogitsProcessor):
         return scores
 
 
-def text_token_ids(
-    pieces: Sequence[bytes | None], ids: Sequence[int], roles: bool = True
-) -> tuple[list[int], str]:
-    """The spoken-text tokens of a transcript so far, and the state of its last line.
+class TranscriptSoFar(NamedTuple):
+    """A transcript being generated, read once per step (`read_transcript`).
 
-    A transcript by roles is `[start-end] label: text` lines; the text tokens are those after the
-    line's `label:` (a token that also holds a line break is structure, not speech). The state of
-    the last line is "label" while its timestamp or label is being written, "unspoken" after its
-    label and before any word, else "text". A plain transcript (`roles=False`) is all text.
+    - `text`: its spoken-text token ids, in order;
+    - `state` of its last line: "label" while the timestamp or label is written, "unspoken" after
+      the label and before any word, else "text";
+    - `label`: the label bytes typed so far while the last line's label (not its timestamp) is
+      written, else None;
+    - `lines`: for each line whose label is complete, (its `label:`, the number of text tokens
+      before the line).
     """
+
+    text: list[int]
+    state: str
+    label: bytes | None
+    lines: list[tuple[bytes, int]]
+
+
+def read_transcript(
+    pieces: Sequence[bytes | None], ids: Sequence[int], roles: bool = True
+) -> TranscriptSoFar:
+    """Read a transcript by roles (`[start-end] label: text` lines) from its token ids: the text
+    tokens are those after each line's `label:` (a token that also holds a line break is
+    structure, not speech). A plain transcript (`roles=False`) is all text, on one line."""
     if not roles:
         known = [i for i in ids if i < len(pieces) and pieces[i] is not None]
-        return [i for i in known if NEWLINE not in pieces[i]], "text"
+        return TranscriptSoFar([i for i in known if NEWLINE not in pieces[i]], "text", None, [])
     text: list[int] = []
-    line = b""
-    spoken = False
+    lines: list[tuple[bytes, int]] = []
+    line, line_start, spoken = b"", 0, False
     for index in ids:
         piece = pieces[index] if index < len(pieces) else None
         if piece is None:
             continue
         if NEWLINE in piece:
-            line, spoken = piece.rsplit(NEWLINE, 1)[1], False
+            line, line_start, spoken = piece.rsplit(NEWLINE, 1)[1], len(text), False
             continue
-        if SpeakerLabelConstraint.line_state(line)[0] == "text":
+        kind = SpeakerLabelConstraint.line_state(line)[0]
+        if kind == "text":
             text.append(index)
             spoken = spoken or bool(piece.strip())
         line += piece
-    state = SpeakerLabelConstraint.line_state(line)[0]
-    return text, ("label" if state != "text" else "text" if spoken else "unspoken")
+        if kind != "text":
+            after, label, _ = SpeakerLabelConstraint.line_state(line)
+            if after == "text":
+                lines.append((label, line_start))
+    kind, typed, _ = SpeakerLabelConstraint.line_state(line)
+    if kind != "text":
+        return TranscriptSoFar(text, "label", typed if kind == "label" else None, lines)
+    return TranscriptSoFar(text, "text" if spoken else "unspoken", None, lines)
 
 
 class CTCPrefixScorer(LogitsProcessor):
@@ -514,27 +536,19 @@ class CTCPrefixScorer(LogitsProcessor):
         # likely as any other; below it, a speaker is likelier absent.
         return (log_prior - math.log(PRESENT_SHARE)).clamp(max=0.0)
 
-    def line_starts(self, recording: int, pieces, ids: list[int]) -> list[tuple[bytes, int]]:
-        """(label, audio token where the line's speech starts) of each line of a row that has a
-        label, from the positions recorded when the lines began."""
-        lines, text, line = [], [], b""
-        start = self._line_starts.get((recording, ()))
-        for index in ids:
-            piece = pieces[index]
-            if NEWLINE in piece:
-                line = piece.rsplit(NEWLINE, 1)[1]
-                start = self._line_starts.get((recording, tuple(text)))
-                continue
-            kind, label, _ = SpeakerLabelConstraint.line_state(line)
-            if kind == "text":
-                text.append(index)
-            line += piece
-            kind_after, label_after, _ = SpeakerLabelConstraint.line_state(line)
-            if kind != "text" and kind_after == "text" and start is not None:
-                lines.append((label_after, start))
-        return lines
+    def line_starts(self, recording: int, transcript: TranscriptSoFar) -> list[tuple[bytes, int]]:
+        """(label, audio token after which the line's speech starts) of each line with a label,
+        from the positions recorded when the lines began."""
+        found = []
+        for label, before in transcript.lines:
+            start = self._line_starts.get((recording, tuple(transcript.text[:before])))
+            if start is not None:
+                found.append((label, start))
+        return found
 
-    def speaker_log_probs(self, recording: int, end: int, pieces, ids) -> tuple[list[bytes], torch.Tensor]:
+    def speaker_log_probs(
+        self, recording: int, end: int, transcript: TranscriptSoFar
+    ) -> tuple[list[bytes], torch.Tensor]:
         """The labels the next turn may take and log q over them (the last entry stands for every
         anonymous label when speakers are registered), from the voice of the `window` audio
         tokens after `end`."""
@@ -551,7 +565,7 @@ class CTCPrefixScorer(LogitsProcessor):
                 return targets, torch.log_softmax(self.speaker_sharpness * similarity + prior, dim=-1)
         else:
             # Anonymous speakers: the voice of each label's earlier lines, and a new speaker.
-            lines = self.line_starts(recording, pieces, ids)
+            lines = self.line_starts(recording, transcript)
             bounds = [start for _, start in lines[1:]] + [end] * bool(lines)
             profiles: dict[bytes, list[torch.Tensor]] = {}
             for (label, start), stop in zip(lines, bounds, strict=True):
@@ -571,12 +585,12 @@ class CTCPrefixScorer(LogitsProcessor):
             similarity = torch.stack([*values, heard.new_tensor(self.new_speaker_similarity)])
         return targets, torch.log_softmax(self.speaker_sharpness * similarity, dim=-1)
 
-    def turn_change(self, recording: int, end: int, pieces, ids) -> float:
+    def turn_change(self, recording: int, end: int, transcript: TranscriptSoFar) -> float:
         """Bonus for a line break: `break_weight * speaker_sharpness * (new_speaker_similarity - cos)`,
         cos comparing the voice of the next audio tokens with the current turn's speaker (its
         enrollment, or the voice of the turn so far for an anonymous label): positive when the
         voice changes, negative while the same speaker goes on."""
-        lines = self.line_starts(recording, pieces, ids)
+        lines = self.line_starts(recording, transcript)
         if not lines:
             return 0.0
         label, start = lines[-1]
@@ -601,10 +615,11 @@ class CTCPrefixScorer(LogitsProcessor):
         return found
 
     def label_bonus(
-        self, recording: int, end: int, typed: bytes, ids: list[int], pieces, row_ids
+        self, recording: int, end: int, transcript: TranscriptSoFar, ids: list[int]
     ) -> dict[int, float]:
         """speaker_weight * log q(label | label so far) for each token id that goes on a label."""
-        targets, log_q = self.speaker_log_probs(recording, end, pieces, row_ids)
+        targets, log_q = self.speaker_log_probs(recording, end, transcript)
+        typed = transcript.label
         anonymous_class = self.enrolled[recording] is not None
         before = self.label_classes(targets, typed, anonymous_class)
         if not before:
@@ -640,20 +655,17 @@ class CTCPrefixScorer(LogitsProcessor):
             if any(i >= len(pieces) or pieces[i] is None for i in ids):
                 continue  # the row has ended
             recording = min(row // rows_per_recording, recordings - 1)
-            text, line_state = text_token_ids(pieces, ids, self.roles)
-            prefix = tuple(text)
+            transcript = read_transcript(pieces, ids, self.roles)
+            prefix = tuple(transcript.text)
             state, prefix_score = kept[(recording, prefix)] = self.state(recording, prefix)
             if len(stops):
                 out[row, stops] += self.weight * (self.complete(recording, state) - prefix_score)
             end = self.position(recording, state)
-            if line_state == "label":
-                line = b"".join(pieces[i] for i in ids).rsplit(NEWLINE, 1)[-1]
-                kind, typed, _ = SpeakerLabelConstraint.line_state(line)
-                if self.directions is not None and kind == "label":
+            if transcript.state == "label":
+                if self.directions is not None and transcript.label is not None:
                     self._line_starts.setdefault((recording, prefix), end)
                     finite = torch.isfinite(log_p[row]).nonzero().flatten()
-                    bonus = self.label_bonus(recording, end, typed, finite.tolist(), pieces, ids)
-                    for index, value in bonus.items():
+                    for index, value in self.label_bonus(recording, end, transcript, finite.tolist()).items():
                         out[row, index] += value
                 continue
             allowed = text_ids & torch.isfinite(log_p[row])
@@ -662,9 +674,10 @@ class CTCPrefixScorer(LogitsProcessor):
                 candidates = log_p[row].masked_fill(~allowed, -float("inf")).topk(count).indices
                 heard = self.heard_next(recording, end, allowed)
                 candidates = torch.cat([candidates, heard[~torch.isin(heard, candidates)]])
-                pending.append((row, recording, prefix, candidates, line_state == "text"))
-                if line_state == "text" and self.directions is not None and self.break_weight:
-                    turn_bonus[row] = self.turn_change(recording, end, pieces, ids)
+                spoken = transcript.state == "text"
+                pending.append((row, recording, prefix, candidates, spoken))
+                if spoken and self.directions is not None and self.break_weight:
+                    turn_bonus[row] = self.turn_change(recording, end, transcript)
         if pending:
             width = max(len(c) for *_, c, _ in pending)
             tokens = torch.stack([torch.cat([c, c[-1:].expand(width - len(c))]) for *_, c, _ in pending])
@@ -701,6 +714,23 @@ DEFAULT_SPEAKER_WEIGHT = 1.0
 BREAK_FRACTION = 0.3
 
 
+def resolve_ctc_weight(config, ctc_weight: float | None) -> float:
+    """The CTC weight to decode a model with: `ctc_weight`, or by default `DEFAULT_CTC_WEIGHT` for
+    a model whose `config.audio_ctc` says its audio tokens spell the transcript and 0 for others.
+    A weight outside [0, 1), or above 0 for a model without CTC training, is an error."""
+    trained = bool(getattr(config, "audio_ctc", False))
+    if ctc_weight is None:
+        return DEFAULT_CTC_WEIGHT if trained else 0.0
+    if not 0.0 <= float(ctc_weight) < 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight!r}")
+    if ctc_weight and not trained:
+        raise ValueError(
+            f"ctc_weight={ctc_weight}: this model's audio tokens were not trained to spell the "
+            "transcript (config.audio_ctc is false), so they cannot guide decoding; use ctc_weight=0"
+        )
+    return float(ctc_weight)
+
+
 def transcript_logits_processors(
     model,
     tokenizer,
@@ -730,16 +760,9 @@ def transcript_logits_processors(
     if names and all(isinstance(name, str) for name in names):
         names = [list(names)] * batch
     names = [list(row or ()) for row in names] if names else [[] for _ in range(batch)]
-    config = model.config
     if eos_token_id is None:
         eos_token_id = model.generation_config.eos_token_id
-    if ctc_weight is None:
-        ctc_weight = DEFAULT_CTC_WEIGHT if getattr(config, "audio_ctc", False) else 0.0
-    if ctc_weight and not getattr(config, "audio_ctc", False):
-        raise ValueError(
-            f"ctc_weight={ctc_weight}: this model's audio tokens were not trained to spell the "
-            "transcript (config.audio_ctc is false), so they cannot guide decoding; use ctc_weight=0"
-        )
+    ctc_weight = resolve_ctc_weight(model.config, ctc_weight)
     if speaker_weight is None:
         speaker_weight = DEFAULT_SPEAKER_WEIGHT
     processors: list[LogitsProcessor] = []
@@ -776,9 +799,11 @@ __all__ = [
     "DEFAULT_CTC_WEIGHT",
     "DEFAULT_SPEAKER_WEIGHT",
     "LabelVocabulary",
+    "TranscriptSoFar",
     "SpeakerLabelConstraint",
     "label_vocabulary",
-    "text_token_ids",
+    "read_transcript",
+    "resolve_ctc_weight",
     "token_bytes",
     "transcript_logits_processors",
 ]
