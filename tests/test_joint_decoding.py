@@ -67,6 +67,26 @@ def test_prefix_and_complete_probabilities_are_exact():
             assert complete == pytest.approx(float((-loss).exp()), rel=1e-4)
 
 
+def test_prefix_scores_of_a_long_recording_match_ctc_loss():
+    """Over hundreds of audio tokens (a 50 s meeting has about 420), where the forward variables'
+    log-probabilities run into the thousands, the prefix scores still equal torch's CTC loss."""
+    torch.manual_seed(1)
+    frames, vocabulary, blank = 420, 40, 0
+    log_probs = (torch.randn(1, frames, vocabulary) * 3).log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([frames]), blank, Letters(), 0, roles=False)
+    target = tuple(int(t) for t in torch.randint(1, vocabulary, (150,)))
+    state, _ = scorer.state(0, target)
+    loss = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1).double(),
+        torch.tensor([target]),
+        torch.tensor([frames]),
+        torch.tensor([len(target)]),
+        blank=blank,
+        reduction="sum",
+    )
+    assert float(scorer.complete(0, state)) == pytest.approx(-float(loss), rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return tiny_tokenizer()

@@ -316,6 +316,16 @@ def read_transcript(
     return TranscriptSoFar(text, "text" if spoken else "unspoken", None, lines)
 
 
+def linear_recurrence(first: torch.Tensor, inflow: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """`y` (rows, frames, K) with y[0] = first and y[t] = logaddexp(y[t-1], inflow[t-1]) + gain[t]:
+    in probabilities y[t] = (y[t-1] + inflow[t-1]) * gain[t], whose solution is
+    y[t] = C[t] + log(exp(first) + sum_{s<t} exp(inflow[s] - C[s])), C the cumulative gain."""
+    cumulative = torch.cat([torch.zeros_like(gain[:, :1]), gain[:, 1:].cumsum(1)], dim=1)
+    gathered = torch.logcumsumexp(inflow[:, :-1] - cumulative[:, :-1], dim=1)
+    rest = cumulative[:, 1:] + torch.logaddexp(first[:, None].expand_as(gathered), gathered)
+    return torch.cat([first[:, None], rest], dim=1)
+
+
 class CTCPrefixScorer(LogitsProcessor):
     """Joint CTC / attention decoding, and speaker labels chosen by the voice the text is heard in:
     a `LogitsProcessor` that adds the audio tokens' CTC prefix score to the LLM's next-token scores
@@ -464,13 +474,13 @@ class CTCPrefixScorer(LogitsProcessor):
         repeat = tokens == torch.tensor(last)[:, None]
         phi = torch.where(repeat[:, None, :], states[..., 1:2].expand_as(x), total)
         empty = torch.tensor(last) < 0
-        new_n = torch.empty_like(x)
-        new_b = torch.empty_like(x)
         start = torch.where(empty[:, None], x[:, 0], torch.full_like(x[:, 0], -float("inf")))
-        new_n[:, 0], new_b[:, 0] = start, -float("inf")
-        for t in range(1, frames):
-            new_n[:, t] = torch.logaddexp(new_n[:, t - 1], phi[:, t - 1]) + x[:, t]
-            new_b[:, t] = torch.logaddexp(new_b[:, t - 1], new_n[:, t - 1]) + blank[:, t]
+        # The recursions n[t] = (n[t-1] + phi[t-1]) x[t] and b[t] = (b[t-1] + n[t-1]) blank[t]
+        # (probabilities) are first-order linear: solved for all frames at once by cumulative
+        # log-sum-exps, in float64 because the cumulative log-probabilities grow with the length.
+        new_n = linear_recurrence(start.double(), phi.double(), x.double()).to(x.dtype)
+        no_path = torch.full_like(start, -float("inf"), dtype=torch.float64)
+        new_b = linear_recurrence(no_path, new_n.double(), blank.double().expand_as(x)).to(x.dtype)
         valid = torch.arange(frames)[None, :] < self.lengths[index][:, None]  # (rows, frames)
         entering = torch.cat([start[:, None], phi[:, :-1] + x[:, 1:]], dim=1)
         entering = entering.masked_fill(~valid[..., None], -float("inf"))
@@ -496,9 +506,12 @@ class CTCPrefixScorer(LogitsProcessor):
 
     def position(self, recording: int, state: torch.Tensor) -> int:
         """The audio token after which the prefix is most likely complete with nothing more heard
-        yet: the next words start after it."""
+        yet: the next words start after it. Of frames tied within rounding (a word spread over
+        several frames of certain audio), the last."""
         length = int(self.lengths[recording])
-        return int(torch.logaddexp(state[:length, 0], state[:length, 1]).argmax())
+        total = torch.logaddexp(state[:length, 0], state[:length, 1])
+        tied = torch.isclose(total, total.max(), rtol=1e-6, atol=1e-6)
+        return int(tied.nonzero()[-1])
 
     def heard_next(self, recording: int, end: int, allowed: torch.Tensor) -> torch.Tensor:
         """Text tokens the audio proposes next: the most likely token of each of the `window`
