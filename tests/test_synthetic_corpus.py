@@ -239,3 +239,17 @@ def test_render_conversation_follows_the_script(grammar, train_speakers):
         assert np.abs(gap).max(initial=0.0) == 0.0
         inside = mix[int(turn["start"] * SAMPLE_RATE) : int(turn["end"] * SAMPLE_RATE)]
         assert np.sqrt(np.mean(inside**2)) > 0.01
+
+
+def test_conversation_script_ends_when_nothing_fits_and_everyone_has_spoken(grammar, train_speakers):
+    """Turns too long for the time left: the others get forced back-channels and the session ends
+    short, instead of forcing one more back-channel on a speaker already heard."""
+
+    def duration(text, speaker):
+        return 0.4 if len(text.split()) <= 2 else 7.0
+
+    rng = np.random.default_rng(2)  # a draw whose back-channels end before the session's lower bound
+    script = conversation_script(rng, train_speakers, 4, 10.0, grammar=grammar, duration_fn=duration)
+    assert {t.speaker for t in script.turns} == set(script.speakers)
+    assert sum(t.is_backchannel for t in script.turns) == 3
+    assert script.estimated_duration < 10.0 * 0.85

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainingArguments
 
 from speakerlm_hf.data import (
     SegmentConfig,
@@ -27,6 +28,7 @@ from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
 from speakerlm_hf.trainer import (
     COMPLETE_MARKER,
     SkippingCollator,
+    SpeakerLMTrainer,
     latest_complete_checkpoint,
     warmup_cosine_factor,
 )
@@ -316,3 +318,42 @@ def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction():
         overrides = json.loads(stage_args.model_config_overrides or "{}")
         unknown = [key for key in overrides if key not in SpeakerLMConfig.__annotations__]
         assert not unknown, f"{path.name} overrides unknown config fields {unknown}"
+
+
+def test_ctc_only_round_trains_the_encoder_on_role_targets(corpus, tmp_path):
+    """An acoustic round: only the CTC loss, the LLM is not run, and role-labelled (and timestamped)
+    meeting targets count by their spoken words. Dropped role targets would leave every gradient
+    zero and the encoder unchanged."""
+    model, processor = tiny_speakerlm()
+    trainer = SpeakerLMTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none"),
+        processing_class=processor,
+        ctc_weight=1.0,
+        ctc_only=True,
+    )
+    tokenizer = processor.tokenizer
+    labelled = tokenizer("[0.00-1.50] spk0: hello there\nspk1: good morning\n", add_special_tokens=False)
+    spoken = trainer.spoken_tokens(torch.tensor(labelled["input_ids"]))
+    assert spoken.tolist() == tokenizer("hello there good morning", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="ctc_weight"):
+        SpeakerLMTrainer(model=model, args=trainer.args, processing_class=processor, ctc_only=True)
+
+    source = corpus / "assembled"
+    output = tmp_path / "acoustic"
+    arguments = stage_arguments(
+        corpus,
+        4,
+        source,
+        output,
+        trainable_parts="audio_encoder audio_projector",
+        lora="false",
+        ctc_weight=1.0,
+        ctc_only="true",
+        timestamps=0.5,
+    )
+    assert train_main(arguments) == 0
+    before = load_file(source / "model.safetensors")
+    after = load_file(output / "final" / "model.safetensors")
+    assert parts_that_changed(before, after) == {"audio_encoder", "audio_projector"}
+    assert 0 < first_logged_loss(output) < 1e4

@@ -135,6 +135,13 @@ class StageArguments:
             "help": "auxiliary CTC on the audio tokens (models trained from scratch, stage 1); 0 = off"
         },
     )
+    ctc_only: bool = field(
+        default=False,
+        metadata={
+            "help": "train the CTC loss alone, without running the LLM (an acoustic round for an encoder "
+            "trained from scratch); every target counts by its spoken words"
+        },
+    )
     generation_batch_size: int = 4
 
     def __post_init__(self):
@@ -345,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         generation_batch_size=stage_args.generation_batch_size,
         max_new_tokens=stage_args.max_new_tokens,
         ctc_weight=stage_args.ctc_weight,
+        ctc_only=stage_args.ctc_only,
     )
     logger.info("training in %d process(es)", training_args.world_size)
     resume = latest_complete_checkpoint(

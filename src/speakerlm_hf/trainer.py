@@ -20,6 +20,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .metrics import score_sessions
+from .processing_speakerlm import parse_role_transcript
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 logger = logging.getLogger(__name__)
@@ -160,6 +161,11 @@ class SpeakerLMTrainer(Trainer):
             audio with words in minutes instead of hours; 0 (the default, and the paper's recipe)
             turns it off. It applies to plain-transcript samples only (ASR targets, or SDR stages'
             ASR batches); samples whose target has role labels or timestamps are left out.
+        ctc_only: train the CTC loss alone (weight `ctc_weight`), without running the LLM: an
+            acoustic round for an audio encoder trained from scratch (the counterpart of a
+            pretrained encoder's own ASR training). Every sample counts, role-labelled and
+            timestamped targets by their spoken words (turns in order, labels and times removed),
+            so whole multi-speaker recordings train the encoder on long, noisy, overlapped audio.
     """
 
     def __init__(
@@ -172,12 +178,16 @@ class SpeakerLMTrainer(Trainer):
         generation_batch_size: int = 4,
         max_new_tokens: int = 256,
         ctc_weight: float = 0.0,
+        ctc_only: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         if ctc_weight < 0:
             raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
+        if ctc_only and not ctc_weight:
+            raise ValueError("ctc_only trains the CTC loss alone: it needs ctc_weight > 0")
         self.ctc_weight = ctc_weight
+        self.ctc_only = ctc_only
         if ctc_weight and hasattr(getattr(self.model, "config", None), "audio_ctc"):
             # The checkpoints' audio tokens now spell transcripts: decoding may follow them.
             self.model.config.audio_ctc = True
@@ -191,8 +201,16 @@ class SpeakerLMTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.ctc_weight or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        captured = []
         unwrapped = self.accelerator.unwrap_model(model)
+        if self.ctc_only:
+            tokens, token_lengths, _ = unwrapped.encode_audio(
+                inputs["input_features"], inputs.get("input_features_mask")
+            )
+            loss = self.ctc_weight * self.audio_ctc_loss(
+                unwrapped, tokens, token_lengths, inputs["labels"], spoken=True
+            )
+            return (loss, None) if return_outputs else loss
+        captured = []
         handle = unwrapped.audio_projector.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
@@ -218,15 +236,28 @@ class SpeakerLMTrainer(Trainer):
             self._ctc_token_sets = (torch.tensor(special), torch.tensor(sorted(structural)))
         return tuple(t.to(device) for t in self._ctc_token_sets)
 
-    def audio_ctc_loss(self, model, tokens, token_lengths, labels) -> torch.Tensor:
-        """CTC of the audio tokens' scores against the input embeddings, on the labels' text tokens."""
+    def audio_ctc_loss(self, model, tokens, token_lengths, labels, spoken: bool = False) -> torch.Tensor:
+        """CTC of the audio tokens' scores against the input embeddings, on the labels' text tokens.
+
+        Plain transcripts only, unless `spoken`: then a target with role labels or timestamps
+        counts by its spoken words (`spoken_tokens`)."""
         special, structural = self.ctc_token_sets(labels.device)
         keep = (labels != -100) & ~torch.isin(labels, special)
-        # Only plain transcripts: a target with a role label or a timestamp is not spoken text.
-        rows = (~torch.isin(labels, structural).any(-1)).nonzero().flatten()
+        plain = ~torch.isin(labels, structural).any(-1)
+        if spoken:
+            targets = [
+                labels[i][keep[i]] if plain[i] else self.spoken_tokens(labels[i][keep[i]])
+                for i in range(labels.shape[0])
+            ]
+            rows = torch.tensor([i for i, t in enumerate(targets) if t.numel()], dtype=torch.long)
+            targets = [targets[i] for i in rows.tolist()]
+        else:
+            # A target with a role label or a timestamp is not spoken text.
+            rows = plain.nonzero().flatten()
+            targets = [labels[i][keep[i]] for i in rows]
         if not rows.numel():
             return tokens.sum() * 0.0
-        targets = [labels[i][keep[i]] for i in rows]
+        rows = rows.to(tokens.device)
         log_probs = model.audio_ctc_log_probs(tokens[rows]).transpose(0, 1)
         return torch.nn.functional.ctc_loss(
             log_probs,
@@ -237,6 +268,14 @@ class SpeakerLMTrainer(Trainer):
             reduction="mean",
             zero_infinity=True,
         )
+
+    def spoken_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """The spoken words of a role-labelled (and maybe timestamped) target as text tokens: its
+        turns in order, joined by spaces, tokenized as a plain transcript."""
+        tokenizer = self.processing_class.tokenizer
+        text = " ".join(turn["text"] for turn in parse_role_transcript(tokenizer.decode(ids.tolist())))
+        spoken = tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
+        return torch.tensor(spoken, dtype=ids.dtype, device=ids.device)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:

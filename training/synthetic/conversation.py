@@ -179,6 +179,8 @@ def conversation_script(
     time_up = False
     while end < low or unheard:
         previous = turns[-1] if turns else None
+        if time_up and not unheard:
+            break  # nothing fits any more and everyone has spoken: a shorter session
         if end >= low or time_up:
             # Time is up but a chosen speaker has not spoken: a back-channel over the last turn.
             speaker = _next_speaker(rng, "change", previous, ids, weights, unheard, force=True)
