@@ -24,8 +24,8 @@ HELD_OUT = ROOT / "tests" / "data" / "held_out"
 # Measured on these sessions through the pipeline (joint CTC decoding, labels by voice): No-Regist
 # cpCER 44.2%, Match-Regist saCER 52.9% (81.9% / 114.9% decoded by the LLM alone,
 # `ctc_weight=0`); the bounds leave room for platform noise and fail if joint decoding breaks.
-NO_REGIST_CPCER_BOUND = 0.65
-MATCH_REGIST_SACER_BOUND = 0.80
+NO_REGIST_CPCER_BOUND = 0.55
+MATCH_REGIST_SACER_BOUND = 0.60
 
 
 @pytest.fixture(scope="module")

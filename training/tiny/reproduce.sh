@@ -40,6 +40,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         2b) previous=stage2/final ;;
         2c) previous=stage2b/final ;;
         3) previous=stage2c/final ;;
+        4b) previous=stage4/final ;;
         *) previous=stage$((n - 1))/final ;;
     esac
     python -m training.train "training/tiny/configs/stage$n.yaml" \
@@ -48,6 +49,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         $(case $n in
             1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
             2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
+            4b) echo "--train_data $WORK/meetings-acoustic --speaker_bank $WORK/bank-meetings.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -71,13 +73,16 @@ step meetings-train "$WORK/meetings-train/train-patterns.json" python -m trainin
     --corpus "$CORPUS" --split train --num-sessions 1200 --out "$WORK/meetings-train" --seed 0
 step meetings-test "$WORK/meetings-test/test-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split test --num-sessions 150 --out "$WORK/meetings-test" --seed 1
+step meetings-acoustic "$WORK/meetings-acoustic/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 3000 --out "$WORK/meetings-acoustic" --seed 2 --workers 2
 step stage2 "$WORK/stage2/final" stage 2
 step stage2b "$WORK/stage2b/final" stage 2b
 step stage2c "$WORK/stage2c/final" stage 2c
 step stage3 "$WORK/stage3/final" stage 3
 step stage4 "$WORK/stage4/final" stage 4
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4/final" \
+step stage4b "$WORK/stage4b/final" stage 4b
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4b/final" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4/final" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4b/final" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

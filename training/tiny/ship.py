@@ -1,6 +1,6 @@
 """Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
 
-    python -m training.tiny.ship --model outputs/tiny/stage4/final --eval outputs/tiny/eval.json \
+    python -m training.tiny.ship --model outputs/tiny/stage4b/final --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
         --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
@@ -73,6 +73,13 @@ CARD = dict(
             "data": "the same meetings",
             "trained": "audio encoder, projectors, LLM (LoRA, merged)",
             "frozen": "speaker extractor",
+        },
+        {
+            "stage": "4b",
+            "data": "3,000 more rendered train meetings; an acoustic round on the CTC loss alone (each "
+            "meeting's spoken words as target), 700 steps of 8",
+            "trained": "audio encoder + audio projector",
+            "frozen": "LLM, speaker extractor, speaker projector",
         },
     ],
     training_data=(
