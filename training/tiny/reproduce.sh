@@ -7,7 +7,7 @@
 # WORK_DIR (default: work/tiny) receives the data and every stage's output; a step whose output
 # exists is skipped, and a training stage that was interrupted resumes from its newest complete
 # checkpoint, so rerunning continues where it stopped. Needs espeak-ng and sox. Each step's wall
-# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 4 h (see
+# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 6 h (see
 # training/tiny/README.md for the measured times); set CUDA_VISIBLE_DEVICES and remove
 # `use_cpu: true` from the stage configs to train on a GPU.
 set -euo pipefail
