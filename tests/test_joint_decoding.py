@@ -9,6 +9,7 @@ from transformers import pipeline
 
 from speakerlm_hf import hub
 from speakerlm_hf.generation_speakerlm import (
+    DEFAULT_CTC_WEIGHT,
     CTCPrefixScorer,
     SpeakerLabelConstraint,
     read_transcript,
@@ -241,7 +242,7 @@ def test_decoding_guides_and_pipeline_with_joint_decoding():
     assert [s.shape for s in guides["speakers"]] == [(1, 16)]
     processors = transcript_logits_processors(model, processor.tokenizer, inputs, [["Mike"]])
     assert [type(p) for p in processors] == [SpeakerLabelConstraint, CTCPrefixScorer]
-    assert processors[1].weight == pytest.approx(0.7)
+    assert processors[1].weight == pytest.approx(DEFAULT_CTC_WEIGHT)
     hub.register_auto_classes()
     sdr = pipeline(TASK, model=model, processor=processor)
     for kwargs in ({}, {"ctc_weight": 0.0}, {"speaker_weight": 0.0}):

@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         "--ctc-weight",
         type=float,
         default=None,
-        help="joint CTC / attention decoding weight (default: the pipeline's, 0.7 for a model trained with CTC; 0 = off)",
+        help="joint CTC / attention decoding weight (default: the pipeline's, 0.8 for a model trained with CTC; 0 = off)",
     )
     parser.add_argument(
         "--speaker-weight",

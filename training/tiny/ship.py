@@ -91,7 +91,7 @@ CARD = dict(
         "Trained only on synthetic English speech from espeak-ng: real voices and open vocabulary are out of its reach.",
         "Segments up to 50 s; longer recordings go through the pipeline's segmentation and linking.",
         "The figures above are decoded as the pipeline decodes: labels constrained, joint CTC / attention "
-        "decoding (`ctc_weight=0.7`) and labels steered by voice (`speaker_weight=1.0`); a bare "
+        "decoding (`ctc_weight=0.8`) and labels steered by voice (`speaker_weight=1.0`); a bare "
         "`model.generate` without these logits processors gets far fewer words and speakers right.",
     ],
     tags=["tiny", "synthetic-data"],

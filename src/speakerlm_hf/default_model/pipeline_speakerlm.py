@@ -101,7 +101,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         constrain_labels: start every turn with a registered name or an anonymous label in order
             of first appearance, never an invented name (default True; see `generation_speakerlm`).
         ctc_weight: weight of the audio tokens' CTC prefix score in joint CTC / attention decoding,
-            in [0, 1); default 0.7 for a model trained with CTC (`config.audio_ctc`, as the default
+            in [0, 1); default 0.8 for a model trained with CTC (`config.audio_ctc`, as the default
             model), 0 for others (the paper's). 0 turns it off.
         speaker_weight: with joint decoding and a model whose audio tokens carry speaker windows,
             how strongly each turn's label follows the voice where the CTC alignment puts the
