@@ -401,7 +401,7 @@ class CTCPrefixScorer(LogitsProcessor):
         windows: torch.Tensor | None = None,
         speakers: Sequence[torch.Tensor] | None = None,
         names: Sequence[Sequence[str]] | None = None,
-        speaker_weight: float = 1.0,
+        speaker_weight: float = DEFAULT_SPEAKER_WEIGHT,
         speaker_sharpness: float = 10.0,
         unregistered_similarity: float = 0.3,
         new_speaker_similarity: float = 0.5,
