@@ -286,6 +286,32 @@ def test_lora_part_without_lora_is_refused(corpus, tmp_path):
         train_main(arguments)
 
 
+def test_prepared_folders_are_read_shuffled_and_mixed_by_seed(corpus, tmp_path):
+    from training.train import parse_arguments, training_dataset
+
+    rows = list(load_prepared(corpus / "prepared", "train", streaming=False))
+    for folder in ("a", "b"):
+        renamed = [{**row, "id": f"{folder}{copy}-{row['id']}"} for copy in range(4) for row in rows]
+        write_parquet_shards(renamed, tmp_path / f"meetings-{folder}", "train", rows_per_shard=len(rows))
+    files = str(tmp_path / "meetings-*" / "data" / "train-*.parquet")
+
+    def order(**extra):
+        stage_args, training_args = parse_arguments(
+            stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", train_data=files, **extra)
+        )
+        return [row["id"] for row in training_dataset(stage_args, training_args.seed)]
+
+    in_files = order()
+    assert in_files == sorted(in_files)  # file order: all of folder a, then folder b
+    shuffled = order(shuffle_buffer=4)
+    assert sorted(shuffled) == in_files and shuffled != in_files
+    assert any(name.startswith("b") for name in shuffled[: len(shuffled) // 2])  # the folders mix
+    assert order(shuffle_buffer=4) == shuffled  # reproducible from the seed
+    assert order(shuffle_buffer=4, seed=1) != shuffled
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        parse_arguments(stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", shuffle_buffer=-1))
+
+
 def test_asr_batches_mixed_into_sdr_training(corpus):
     _, processor = tiny_speakerlm()
     rows = list(load_prepared(corpus / "prepared", "train").take(2))

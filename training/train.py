@@ -142,11 +142,20 @@ class StageArguments:
             "trained from scratch); every target counts by its spoken words"
         },
     )
+    shuffle_buffer: int = field(
+        default=0,
+        metadata={
+            "help": "prepared data: read its shards in a seeded random order and shuffle rows within a "
+            "buffer of this many (several folders through a glob mix); 0 = file order"
+        },
+    )
     generation_batch_size: int = 4
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {sorted(STAGES)}, got {self.stage}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.train_data_kind == "auto":
             self.train_data_kind = DEFAULT_KIND[self.stage]
         if self.train_data_kind not in DATA_KINDS:
@@ -219,7 +228,10 @@ def training_dataset(args: StageArguments, seed: int):
             text_column=args.text_column,
             speaker_column=args.speaker_column,
         )
-    return load_prepared(args.train_data, "train", streaming=True)
+    dataset = load_prepared(args.train_data, "train", streaming=True)
+    if args.shuffle_buffer:
+        dataset = dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer)
+    return dataset
 
 
 def evaluation_rows(args: StageArguments, task: str) -> list[dict]:
