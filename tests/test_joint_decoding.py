@@ -207,28 +207,52 @@ def test_registered_label_follows_the_voice_where_the_next_turn_starts(tokenizer
     assert off[lucy] == pytest.approx(float(off[mike]))
 
 
-@pytest.mark.parametrize("next_voice, expected", [("b", "1"), ("a", "0")])
-def test_anonymous_label_follows_the_voice_of_earlier_turns(tokenizer, next_voice, expected):
-    log_probs = spelled(tokenizer, [None, " the", " the", None, None, None, " c", " c", None, None])
-    split = 6 if next_voice == "b" else 10
-    windows, _, _ = voices(10, split)
-    prompt = [tokenizer.pad_token_id] * 2
-    scorer = CTCPrefixScorer(
-        log_probs,
-        torch.tensor([10]),
+def unregistered_scorer(tokenizer, frames: list[str | None], windows: torch.Tensor, **options):
+    return CTCPrefixScorer(
+        spelled(tokenizer, frames),
+        torch.tensor([len(frames)]),
         tokenizer.pad_token_id,
         tokenizer,
-        len(prompt),
+        len(PROMPT),
         windows=windows,
-        speakers=[torch.zeros(0, 8)],
+        speakers=[torch.zeros(0, windows.shape[-1])],
         names=[[]],
+        **options,
     )
+
+
+def assert_second_label(tokenizer, scorer: CTCPrefixScorer, expected: str):
+    """After `spk0: the`, the next line's label is `spk<expected>` by more than 1 nat."""
     flat = torch.zeros(len(tokenizer))
-    step_scores(scorer, prompt, [], flat)  # the first line begins: its start is recorded
-    scores = step_scores(scorer, prompt, ids_of(tokenizer, "spk0", ":", " the", "\n", "spk"), flat)
+    step_scores(scorer, PROMPT, [], flat)  # the first line begins: its start is recorded
+    scores = step_scores(scorer, PROMPT, ids_of(tokenizer, "spk0", ":", " the", "\n", "spk"), flat)
     zero, one = ids_of(tokenizer, "0")[0], ids_of(tokenizer, "1")[0]
     winner, loser = (one, zero) if expected == "1" else (zero, one)
     assert scores[winner] > scores[loser] + 1.0
+
+
+@pytest.mark.parametrize("next_voice, expected", [("b", "1"), ("a", "0")])
+def test_anonymous_label_follows_the_voice_of_earlier_turns(tokenizer, next_voice, expected):
+    windows, _, _ = voices(10, 6 if next_voice == "b" else 10)
+    frames = [None, " the", " the", None, None, None, " c", " c", None, None]
+    assert_second_label(tokenizer, unregistered_scorer(tokenizer, frames, windows), expected)
+
+
+@pytest.mark.parametrize("cluster_threshold, expected", [(0.5, "1"), (None, "0")])
+def test_anonymous_labels_follow_the_recordings_voice_clusters(tokenizer, cluster_threshold, expected):
+    """A short first turn whose windows also hear the next speaker (1.5 s windows straddle the turn
+    change): by its own voice the next turn, in voice b, sounds like it (cosine 0.70 > 0.5) and
+    keeps spk0. Clustering the whole recording finds voices a (with that turn) and b, spk0 takes
+    a, and b, which no label has yet, is a new speaker."""
+    a, b = VOICE_A, VOICE_B
+    blend = torch.nn.functional.normalize(a + 0.98 * b, dim=0)
+    frames = [None, " the", " the", None] + [" c"] * 4 + [None] + [" the"] * 4 + [None, None]
+    windows = torch.stack([blend] * 4 + [b] * 5 + [a] * 6)[None]
+    scorer = unregistered_scorer(tokenizer, frames, windows, window=4, cluster_threshold=cluster_threshold)
+    if cluster_threshold is not None:
+        centroids = scorer.clusters[0]
+        assert centroids.shape == (2, 8) and float(centroids[0] @ a) > 0.9 and float(centroids[1] @ b) > 0.99
+    assert_second_label(tokenizer, scorer, expected)
 
 
 def test_decoding_guides_and_pipeline_with_joint_decoding():

@@ -15,8 +15,8 @@ other than its end of turn (an audio placeholder in the answer would break the n
 works on the tokens' bytes, so a label may be spelt with any of the tokenizer's ways of cutting it,
 and names in any script.
 
-Remote code: shipped to the Hub next to the model, so it imports only torch, transformers and the
-standard library.
+Remote code: shipped to the Hub next to the model, so it imports only torch, transformers, the
+standard library and the other remote-code modules (the speaker clustering of `linking_speakerlm`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import torch
 from transformers import LogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from .linking_speakerlm import DEFAULT_THRESHOLD, cluster_embeddings
+
 ANONYMOUS_IN_TEXT = re.compile(rb"(?m)^(?:\[[^\]\n]*\][ ]*)?(spk\d+):")
 # The bytes of an anonymous label so far: "", "s", "sp", "spk", "spk1", "spk1:".
 ANONYMOUS_START = re.compile(rb"(?:s|sp|spk(?:\d+:?)?)?")
@@ -44,6 +46,11 @@ PRESENT_SHARE = 0.15
 DEFAULT_CTC_WEIGHT = 0.8
 DEFAULT_SPEAKER_WEIGHT = 1.0
 BREAK_FRACTION = 0.3
+# Without registration, the recording's voices are clustered down to this cosine similarity (the
+# cascade's and the segment linking's threshold) and anonymous labels follow the clusters.
+DEFAULT_CLUSTER_THRESHOLD = DEFAULT_THRESHOLD
+# Speech windows clustered per recording at most (evenly spread over a longer one).
+MAX_CLUSTERED_WINDOWS = 400
 
 
 def token_bytes(tokenizer) -> list[bytes | None]:
@@ -358,7 +365,12 @@ class CTCPrefixScorer(LogitsProcessor):
     the cosine similarity between each enrolled speaker and the speech of the `window` audio tokens
     after the text so far (anonymous `spkK` labels count as one more speaker at similarity
     `unregistered_similarity`). Without registration the anonymous labels in use are compared by
-    the voice of their earlier turns, the next free one at `new_speaker_similarity`.
+    the voice of their earlier turns, the next free one at `new_speaker_similarity`; with
+    `cluster_threshold`, the recording's voices are first clustered as a whole (the windows of the
+    audio tokens that carry speech, average-linkage cosine AHC as in the cascade), each label in use
+    takes the cluster its earlier turns sound like and is compared by that cluster's centroid, and
+    the next free label by the best cluster no label has taken: who is who is decided once for the
+    whole recording rather than turn by turn.
 
     Args:
         log_probs: (batch, frames, vocabulary) CTC log-probabilities of each recording's audio tokens.
@@ -374,6 +386,9 @@ class CTCPrefixScorer(LogitsProcessor):
         names: each recording's registered names.
         speaker_weight / speaker_sharpness / unregistered_similarity: see above; 0 turns it off.
         new_speaker_similarity: the cosine at which a voice counts as a new anonymous speaker.
+        cluster_threshold: without registration, cluster the recording's voices down to this cosine
+            similarity (`linking_speakerlm.cluster_embeddings`) and compare labels by their
+            clusters; None compares them by their earlier turns only.
         presence_prior: with registered speakers, weigh each by whether it seems to speak in the
             recording at all (`presence`): enrolled speakers with little of the speech are set back.
         break_weight: inside a turn, a line break also gets `break_weight * speaker_sharpness *
@@ -405,6 +420,7 @@ class CTCPrefixScorer(LogitsProcessor):
         speaker_sharpness: float = 10.0,
         unregistered_similarity: float = 0.3,
         new_speaker_similarity: float = 0.5,
+        cluster_threshold: float | None = DEFAULT_CLUSTER_THRESHOLD,
         break_weight: float = 0.0,
         presence_prior: bool = True,
         window: int = 12,
@@ -451,6 +467,12 @@ class CTCPrefixScorer(LogitsProcessor):
                     self.labels[i] = [name.encode("utf-8") + b":" for name in row_names]
                     if presence_prior:
                         self.log_prior[i] = self.presence(i, speaker_sharpness)
+        # unit centroids (clusters, embedding) of each unregistered recording's voices
+        self.clusters: list[torch.Tensor | None] = [None] * log_probs.shape[0]
+        if self.directions is not None and cluster_threshold is not None:
+            for i, enrolled in enumerate(self.enrolled):
+                if enrolled is None:
+                    self.clusters[i] = self.voice_clusters(i, cluster_threshold)
         # (recording, text prefix at a line's start) -> audio token after which that line's speech starts
         self._line_starts: dict[tuple[int, tuple[int, ...]], int] = {}
         self.speaker_weight = speaker_weight
@@ -555,6 +577,56 @@ class CTCPrefixScorer(LogitsProcessor):
         # likely as any other; below it, a speaker is likelier absent.
         return (log_prior - math.log(PRESENT_SHARE)).clamp(max=0.0)
 
+    def voice_clusters(self, recording: int, threshold: float) -> torch.Tensor | None:
+        """Unit centroids (clusters, embedding), in order of first appearance, of the voices of a
+        recording: the windows of its audio tokens that carry speech (at most
+        `MAX_CLUSTERED_WINDOWS`, evenly spread), clustered by average-linkage cosine AHC down to
+        `threshold`. None with fewer than two such windows."""
+        length = int(self.lengths[recording])
+        picked = (self.speech[recording, :length] > 0.5).nonzero().flatten()
+        if len(picked) < 2:
+            return None
+        picked = picked[:: math.ceil(len(picked) / MAX_CLUSTERED_WINDOWS)]
+        vectors = self.directions[recording, picked]
+        labels = torch.from_numpy(
+            cluster_embeddings(vectors.double().numpy(), range(len(picked)), threshold=threshold)
+        )
+        centroids = torch.stack([vectors[labels == k].mean(0) for k in range(int(labels.max()) + 1)])
+        return torch.nn.functional.normalize(centroids, dim=-1)
+
+    def anonymous_voices(
+        self, recording: int, lines: list[tuple[bytes, int]], end: int
+    ) -> tuple[dict[bytes, torch.Tensor], torch.Tensor | None]:
+        """The voice each anonymous label in `lines` is compared by (labels whose turns so far are
+        too short to hear have none), and the centroids of the clusters no label has taken (None
+        without clusters). A label takes, greedily by similarity, the cluster its earlier turns sound
+        like (at least `new_speaker_similarity`), one cluster per label, and is then compared by the
+        cluster's centroid; a label without one keeps the voice of its turns."""
+        bounds = [start for _, start in lines[1:]] + [end] * bool(lines)
+        heard: dict[bytes, list[torch.Tensor]] = {}
+        for (label, start), stop in zip(lines, bounds, strict=True):
+            if stop > start + 1:
+                heard.setdefault(label, []).append(self.voice(recording, start + 1, stop + 1))
+        voices = {
+            label: torch.nn.functional.normalize(torch.stack(parts).mean(0), dim=0)
+            for label, parts in heard.items()
+        }
+        centroids = self.clusters[recording]
+        if centroids is None:
+            return voices, None
+        labels, taken, free = list(voices), {}, set(range(len(centroids)))
+        if labels:
+            similarity = torch.stack([voices[label] for label in labels]) @ centroids.T
+            for flat in similarity.flatten().argsort(descending=True).tolist():
+                row, cluster = divmod(flat, len(centroids))
+                if similarity[row, cluster] < self.new_speaker_similarity:
+                    break
+                if labels[row] not in taken and cluster in free:
+                    taken[labels[row]] = cluster
+                    free.discard(cluster)
+        voices.update({label: centroids[cluster] for label, cluster in taken.items()})
+        return voices, centroids[sorted(free)]
+
     def line_starts(self, recording: int, transcript: TranscriptSoFar) -> list[tuple[bytes, int]]:
         """(label, audio token after which the line's speech starts) of each line with a label,
         from the positions recorded when the lines began."""
@@ -583,25 +655,22 @@ class CTCPrefixScorer(LogitsProcessor):
                 prior = torch.cat([prior, prior.new_zeros(1)])
                 return targets, torch.log_softmax(self.speaker_sharpness * similarity + prior, dim=-1)
         else:
-            # Anonymous speakers: the voice of each label's earlier lines, and a new speaker.
+            # Anonymous speakers: the voice of each label in use (its cluster's, or its earlier
+            # lines'), and a new speaker (the best cluster no label has taken, if any).
             lines = self.line_starts(recording, transcript)
-            bounds = [start for _, start in lines[1:]] + [end] * bool(lines)
-            profiles: dict[bytes, list[torch.Tensor]] = {}
-            for (label, start), stop in zip(lines, bounds, strict=True):
-                if stop > start + 1:
-                    profiles.setdefault(label, []).append(self.voice(recording, start + 1, stop + 1))
+            voices, free = self.anonymous_voices(recording, lines, end)
             used = sorted(
                 {label for label, _ in lines}, key=lambda b: int(b[3:-1]) if b[3:-1].isdigit() else 0
             )
             targets = [*used, b"spk%d:" % len(used)]
-            values = []
-            for label in used:
-                if label in profiles:
-                    profile = torch.nn.functional.normalize(torch.stack(profiles[label]).mean(0), dim=0)
-                    values.append(profile @ heard)
-                else:
-                    values.append(heard.new_tensor(self.unregistered_similarity))
-            similarity = torch.stack([*values, heard.new_tensor(self.new_speaker_similarity)])
+            values = [
+                voices[label] @ heard if label in voices else heard.new_tensor(self.unregistered_similarity)
+                for label in used
+            ]
+            new = (free @ heard).max() if free is not None and len(free) else None
+            similarity = torch.stack(
+                [*values, new if new is not None else heard.new_tensor(self.new_speaker_similarity)]
+            )
         return targets, torch.log_softmax(self.speaker_sharpness * similarity, dim=-1)
 
     def turn_change(self, recording: int, end: int, transcript: TranscriptSoFar) -> float:
@@ -622,6 +691,8 @@ class CTCPrefixScorer(LogitsProcessor):
             if end <= start + 1:
                 return 0.0
             current = torch.nn.functional.normalize(self.voice(recording, start + 1, end + 1), dim=0)
+            if self.clusters[recording] is not None:
+                current = self.anonymous_voices(recording, lines, end)[0].get(label, current)
         similarity = float(current @ heard)
         return self.break_weight * self.speaker_sharpness * (self.new_speaker_similarity - similarity)
 
