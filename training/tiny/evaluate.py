@@ -1,6 +1,6 @@
 """Score a SpeakerLM on held-out sessions in the three registration modes, overall and by turn pattern.
 
-    python -m training.tiny.evaluate --model outputs/tiny/stage4b/final --data /work/data/meetings-test \
+    python -m training.tiny.evaluate --model outputs/tiny/stage4c/final --data /work/data/meetings-test \
         --limit 150 --extra-speakers 20 --output outputs/tiny/eval.json
 
 For each prepared session (`training/tiny/meetings.py`, unseen voices and sentences):

@@ -7,7 +7,7 @@
 # WORK_DIR (default: work/tiny) receives the data and every stage's output; a step whose output
 # exists is skipped, and a training stage that was interrupted resumes from its newest complete
 # checkpoint, so rerunning continues where it stopped. Needs espeak-ng and sox. Each step's wall
-# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 6 h (see
+# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 7 h (see
 # training/tiny/README.md for the measured times); set CUDA_VISIBLE_DEVICES and remove
 # `use_cpu: true` from the stage configs to train on a GPU.
 set -euo pipefail
@@ -31,7 +31,8 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
 }
 
 stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
-    local n=$1 previous
+    local - n=$1 previous
+    set -f  # a data glob goes to the trainer as it is
     case $n in
         1) previous=assembled ;;
         1b) previous=stage1/final ;;
@@ -41,6 +42,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         2c) previous=stage2b/final ;;
         3) previous=stage2c/final ;;
         4b) previous=stage4/final ;;
+        4c) previous=stage4b/final ;;
         *) previous=stage$((n - 1))/final ;;
     esac
     python -m training.train "training/tiny/configs/stage$n.yaml" \
@@ -50,6 +52,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
             2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
             4b) echo "--train_data $WORK/meetings-acoustic --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4c) echo "--train_data $WORK/meetings-acoustic*/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -75,14 +78,17 @@ step meetings-test "$WORK/meetings-test/test-patterns.json" python -m training.t
     --corpus "$CORPUS" --split test --num-sessions 150 --out "$WORK/meetings-test" --seed 1
 step meetings-acoustic "$WORK/meetings-acoustic/train-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split train --num-sessions 3000 --out "$WORK/meetings-acoustic" --seed 2 --workers 2
+step meetings-acoustic2 "$WORK/meetings-acoustic2/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 3000 --out "$WORK/meetings-acoustic2" --seed 3 --workers 2
 step stage2 "$WORK/stage2/final" stage 2
 step stage2b "$WORK/stage2b/final" stage 2b
 step stage2c "$WORK/stage2c/final" stage 2c
 step stage3 "$WORK/stage3/final" stage 3
 step stage4 "$WORK/stage4/final" stage 4
 step stage4b "$WORK/stage4b/final" stage 4b
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4b/final" \
+step stage4c "$WORK/stage4c/final" stage 4c
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4c/final" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4b/final" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4c/final" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

@@ -1,6 +1,6 @@
 """Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
 
-    python -m training.tiny.ship --model outputs/tiny/stage4b/final --eval outputs/tiny/eval.json \
+    python -m training.tiny.ship --model outputs/tiny/stage4c/final --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
         --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
@@ -81,6 +81,13 @@ CARD = dict(
             "trained": "audio encoder + audio projector",
             "frozen": "LLM, speaker extractor, speaker projector",
         },
+        {
+            "stage": "4c",
+            "data": "4b's meetings and 3,000 more, shards shuffled; a second acoustic round on the CTC loss "
+            "alone, 800 steps of 8",
+            "trained": "audio encoder + audio projector",
+            "frozen": "LLM, speaker extractor, speaker projector",
+        },
     ],
     training_data=(
         "Synthetic corpus of `training/synthetic` (espeak-ng voices x variants x pitch x rate; 3,876-word "
@@ -91,7 +98,8 @@ CARD = dict(
         "Trained only on synthetic English speech from espeak-ng: real voices and open vocabulary are out of its reach.",
         "Segments up to 50 s; longer recordings go through the pipeline's segmentation and linking.",
         "The figures above are decoded as the pipeline decodes: labels constrained, joint CTC / attention "
-        "decoding (`ctc_weight=0.8`) and labels steered by voice (`speaker_weight=1.0`); a bare "
+        "decoding (`ctc_weight=0.8`) and labels steered by voice (`speaker_weight=1.0`; without registration the "
+        "recording's voices are clustered first); a bare "
         "`model.generate` without these logits processors gets far fewer words and speakers right.",
     ],
     tags=["tiny", "synthetic-data"],
