@@ -832,7 +832,8 @@ def transcript_logits_processors(
     `DEFAULT_CTC_WEIGHT` for a model whose `config.audio_ctc` says its audio tokens spell the
     transcript, else 0), steering labels by voice with `speaker_weight` (None:
     `DEFAULT_SPEAKER_WEIGHT`), and line breaks by voice changes with `BREAK_FRACTION` of it, when
-    the model has `audio_speaker_window`.
+    the model has `audio_speaker_window`; without registered speakers the recording's voices are
+    clustered first (`DEFAULT_CLUSTER_THRESHOLD`) and the anonymous labels follow the clusters.
 
     `inputs` is the processor's output for the batch, `names` the registered names of each
     recording (or one list for all of them); `roles=False` decodes plain transcripts (the ASR
@@ -879,6 +880,7 @@ def transcript_logits_processors(
 
 __all__ = [
     "CTCPrefixScorer",
+    "DEFAULT_CLUSTER_THRESHOLD",
     "DEFAULT_CTC_WEIGHT",
     "DEFAULT_SPEAKER_WEIGHT",
     "LabelVocabulary",
