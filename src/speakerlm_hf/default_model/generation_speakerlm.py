@@ -676,8 +676,9 @@ class CTCPrefixScorer(LogitsProcessor):
     def turn_change(self, recording: int, end: int, transcript: TranscriptSoFar) -> float:
         """Bonus for a line break: `break_weight * speaker_sharpness * (new_speaker_similarity - cos)`,
         cos comparing the voice of the next audio tokens with the current turn's speaker (its
-        enrollment, or the voice of the turn so far for an anonymous label): positive when the
-        voice changes, negative while the same speaker goes on."""
+        enrollment; for an anonymous label the voice `anonymous_voices` gives it with clusters,
+        which always has one for a turn that has begun, and the voice of the turn so far without):
+        positive when the voice changes, negative while the same speaker goes on."""
         lines = self.line_starts(recording, transcript)
         if not lines:
             return 0.0
@@ -690,9 +691,10 @@ class CTCPrefixScorer(LogitsProcessor):
         else:
             if end <= start + 1:
                 return 0.0
-            current = torch.nn.functional.normalize(self.voice(recording, start + 1, end + 1), dim=0)
             if self.clusters[recording] is not None:
-                current = self.anonymous_voices(recording, lines, end)[0].get(label, current)
+                current = self.anonymous_voices(recording, lines, end)[0][label]
+            else:
+                current = torch.nn.functional.normalize(self.voice(recording, start + 1, end + 1), dim=0)
         similarity = float(current @ heard)
         return self.break_weight * self.speaker_sharpness * (self.new_speaker_similarity - similarity)
 
