@@ -1,4 +1,5 @@
-"""Scoring of transcripts by roles: CER, cpCER, saCER, tcpCER, Δcp / Δsa, speaker-count error.
+"""Scoring of transcripts by roles: CER, cpCER, saCER, tcpCER, Δcp / Δsa, speaker-count error, and
+the DER of their turn times.
 
 Conventions (see each module for details):
 
@@ -15,6 +16,7 @@ Conventions (see each module for details):
 
 from .cer import cer
 from .cp import SpeakerErrorCounts, cp_cer, minimum_permutation_counts
+from .der import DiarizationErrors, DiarizationReport, diarization_error, diarization_errors
 from .levenshtein import ErrorCounts, edit_counts, edit_distance, pairwise_counts, pairwise_distances
 from .normalize import normalize_text, scoring_characters
 from .readers import (
@@ -26,6 +28,7 @@ from .readers import (
     read_alimeeting,
     read_json,
     read_role_transcript,
+    read_rttm,
     read_stm,
 )
 from .sa import sa_cer
@@ -36,6 +39,8 @@ from .turns import Turn, as_turns, session_text, speaker_texts
 __all__ = [
     "FORMATS",
     "MODES",
+    "DiarizationErrors",
+    "DiarizationReport",
     "ErrorCounts",
     "ScoreReport",
     "SessionScore",
@@ -46,6 +51,8 @@ __all__ = [
     "cer",
     "cp_cer",
     "detect_format",
+    "diarization_error",
+    "diarization_errors",
     "edit_counts",
     "edit_distance",
     "load_sessions",
@@ -57,6 +64,7 @@ __all__ = [
     "read_alimeeting",
     "read_json",
     "read_role_transcript",
+    "read_rttm",
     "read_stm",
     "sa_cer",
     "score_session",

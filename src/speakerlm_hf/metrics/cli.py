@@ -11,8 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .der import diarization_error
 from .readers import FORMATS, SCORE_SUFFIX, Sessions, load_sessions
 from .scoring import MODES, score_sessions
+
+CLI_MODES = (*MODES, "der")
+DEFAULT_COLLARS = {"tcp": 5.0, "der": 0.0}
 
 __all__ = ["register", "run_score", "main"]
 
@@ -20,8 +24,18 @@ __all__ = ["register", "run_score", "main"]
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref", required=True, type=Path, help="reference transcript file or folder")
     parser.add_argument("--hyp", required=True, type=Path, help="hypothesis transcript file or folder")
-    parser.add_argument("--mode", choices=MODES, default="cp", help="speaker-attributed metric (default: cp)")
-    parser.add_argument("--collar", type=float, default=5.0, help="tcp collar in seconds (default: 5)")
+    parser.add_argument(
+        "--mode",
+        choices=CLI_MODES,
+        default="cp",
+        help="speaker-attributed metric, or der for who spoke when without the text (default: cp)",
+    )
+    parser.add_argument(
+        "--collar",
+        type=float,
+        default=None,
+        help="tcp collar (default: 5) or DER no-score collar around reference boundaries (default: 0), seconds",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -48,12 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``score`` subcommand to the project's CLI."""
     parser = subparsers.add_parser(
         "score",
-        help="CER, cpCER / saCER / tcpCER and Δ of hypothesis transcripts",
+        help="CER, cpCER / saCER / tcpCER and Δ of hypothesis transcripts, or their DER",
         description=(
             "Score transcripts by roles: CER (speakers ignored), the speaker-attributed rate "
-            "(cpCER, saCER or tcpCER) and Δ = attributed rate - CER, pooled over sessions. "
-            "Inputs: our JSON turn lists, meeteval SegLST JSON, STM, AliMeeting '$' files or "
-            "the model's '<label>: <text>' transcripts, as files or folders."
+            "(cpCER, saCER or tcpCER) and Δ = attributed rate - CER, pooled over sessions; or, "
+            "with --mode der, the diarization error rate of their turn times (text ignored). "
+            "Inputs: our JSON turn lists, meeteval SegLST JSON, STM, RTTM, AliMeeting '$' files "
+            "or the model's '<label>: <text>' transcripts, as files or folders."
         ),
     )
     _add_arguments(parser)
@@ -70,13 +85,17 @@ def _pair_single_sessions(reference: Sessions, hypothesis: Sessions) -> Sessions
 
 def run_score(args: argparse.Namespace) -> int:
     """Handler of ``score``: print the table, write the JSON, return the exit code."""
+    collar = DEFAULT_COLLARS.get(args.mode, 5.0) if args.collar is None else args.collar
     try:
         reference = load_sessions(args.ref, args.ref_format or args.format)
         hypothesis = load_sessions(args.hyp, args.hyp_format or args.format)
         hypothesis = _pair_single_sessions(reference, hypothesis)
-        report = score_sessions(
-            reference, hypothesis, mode=args.mode, collar=args.collar, partial=args.partial
-        )
+        if args.mode == "der":
+            report = diarization_error(reference, hypothesis, collar=collar, partial=args.partial)
+        else:
+            report = score_sessions(
+                reference, hypothesis, mode=args.mode, collar=collar, partial=args.partial
+            )
     except (OSError, ValueError) as error:
         print(f"speakerlm score: error: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ Formats:
   speaker (AliMeeting / M2MeT cpCER files); speakers are named ``0``, ``1``, ...
 - ``role``: the SDR model's output, one turn per line, ``<label>: <text>`` or
   ``[12.3-15.8] <label>: <text>``; one session per file, named by the file stem.
+- ``rttm``: NIST RTTM, ``SPEAKER session channel start duration <NA> <NA> speaker <NA> <NA>``;
+  who spoke when without text (for DER; the text-based metrics see no characters).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ __all__ = [
     "read_json",
     "read_stm",
     "read_alimeeting",
+    "read_rttm",
     "detect_format",
     "load_sessions",
 ]
 
 Sessions = dict[str, list[Turn]]
-FORMATS = ("auto", "json", "seglst", "stm", "alimeeting", "role")
+FORMATS = ("auto", "json", "seglst", "stm", "alimeeting", "role", "rttm")
 
 _NUMBER = r"\d+(?:\.\d*)?"
 _ROLE_LINE = re.compile(
@@ -189,6 +192,29 @@ def read_alimeeting(path: str | Path) -> Sessions:
     return sessions
 
 
+def read_rttm(path: str | Path) -> Sessions:
+    """Sessions from an RTTM file: its ``SPEAKER`` lines as turns without text (other types are skipped)."""
+    path = Path(path)
+    turns = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith(";") or fields[0] != "SPEAKER":
+            continue
+        if len(fields) < 8:
+            raise ValueError(
+                f"{path}:{number}: an RTTM SPEAKER line needs 'SPEAKER session channel start duration "
+                f"<NA> <NA> speaker ...': {line!r}"
+            )
+        try:
+            start, duration = float(fields[3]), float(fields[4])
+        except ValueError:
+            raise ValueError(f"{path}:{number}: start/duration are not numbers: {line!r}") from None
+        if not start >= 0 or not duration >= 0:
+            raise ValueError(f"{path}:{number}: start and duration must be >= 0: {line!r}")
+        turns.append(Turn(fields[7], "", start, start + duration, fields[1]))
+    return _group(turns, path.stem)
+
+
 def detect_format(path: str | Path) -> str:
     """The format of one file from its extension, and for text files from its lines."""
     path = Path(path)
@@ -197,6 +223,8 @@ def detect_format(path: str | Path) -> str:
         return "json"
     if suffix == ".stm":
         return "stm"
+    if suffix == ".rttm":
+        return "rttm"
     lines = [line for line in _read_text(path).splitlines() if line.strip()]
     # An empty file is a model output with no turn, not an AliMeeting file without sessions.
     if not lines or any(_ROLE_LINE.match(line) for line in lines):
@@ -210,6 +238,7 @@ _READERS = {
     "stm": read_stm,
     "alimeeting": read_alimeeting,
     "role": read_role_transcript,
+    "rttm": read_rttm,
 }
 
 
@@ -218,8 +247,8 @@ def _load_file(path: Path, format: str) -> Sessions:
 
 
 def load_sessions(path: str | Path, format: str = "auto") -> Sessions:
-    """Sessions from a file, or from every file in a folder (``.json``, ``.stm``, ``.txt`` or
-    no extension; hidden files and ``*.score.json`` outputs are skipped)."""
+    """Sessions from a file, or from every file in a folder (``.json``, ``.stm``, ``.rttm``,
+    ``.txt`` or no extension; hidden files and ``*.score.json`` outputs are skipped)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     path = Path(path)
@@ -233,10 +262,10 @@ def load_sessions(path: str | Path, format: str = "auto") -> Sessions:
         if child.is_file()
         and not child.name.startswith(".")
         and not child.name.endswith(SCORE_SUFFIX)
-        and child.suffix.lower() in (".json", ".stm", ".txt", "")
+        and child.suffix.lower() in (".json", ".stm", ".rttm", ".txt", "")
     )
     if not files:
-        raise ValueError(f"{path} holds no transcript file (.json, .stm, .txt or no extension)")
+        raise ValueError(f"{path} holds no transcript file (.json, .stm, .rttm, .txt or no extension)")
     sessions: Sessions = {}
     for file in files:
         for session, turns in _load_file(file, format).items():
