@@ -12,11 +12,13 @@ from speakerlm_hf.generation_speakerlm import (
     DEFAULT_CTC_WEIGHT,
     CTCPrefixScorer,
     SpeakerLabelConstraint,
+    aligned_lines,
+    ctc_alignment,
     read_transcript,
     token_bytes,
     transcript_logits_processors,
 )
-from speakerlm_hf.pipeline_speakerlm import TASK
+from speakerlm_hf.pipeline_speakerlm import TASK, place_turns
 from speakerlm_hf.testing_utils import tiny_speakerlm, tiny_tokenizer, tone_voice
 
 NEG = -30.0
@@ -88,6 +90,36 @@ def test_prefix_scores_of_a_long_recording_match_ctc_loss():
     assert float(scorer.complete(0, state)) == pytest.approx(-float(loss), rel=1e-5)
 
 
+def emission_spans(path, blank):
+    """(first, last) frame of each token a CTC path emits."""
+    spans, previous = [], None
+    for t, token in enumerate(path):
+        if token != blank and token == previous:
+            spans[-1][1] = t
+        elif token != blank:
+            spans.append([t, t])
+        previous = token
+    return [tuple(span) for span in spans]
+
+
+def test_forced_alignment_is_the_most_likely_path_that_spells_the_text():
+    torch.manual_seed(2)
+    frames, vocabulary, blank = 6, 4, 3
+    log_probs = (torch.randn(frames, vocabulary) * 2).log_softmax(-1)
+    for target in [(0,), (0, 1), (0, 0), (1, 2, 1), (2, 2, 0)]:
+        paths = [
+            path
+            for path in itertools.product(range(vocabulary), repeat=frames)
+            if collapse(path, blank) == target
+        ]
+        best = max(paths, key=lambda path: float(sum(log_probs[t, s] for t, s in enumerate(path))))
+        assert ctc_alignment(log_probs, target, blank) == emission_spans(best, blank), target
+    assert ctc_alignment(log_probs, (), blank) == []
+    # three repeats need a blank between each: five frames, not four
+    assert ctc_alignment(log_probs[:4], (1, 1, 1), blank) is None
+    assert ctc_alignment(log_probs[:5], (1, 1, 1), blank) == [(0, 0), (2, 2), (4, 4)]
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return tiny_tokenizer()
@@ -120,6 +152,29 @@ def spelled(tokenizer, frames: list[str | None], sharp: float = 8.0) -> torch.Te
         index = tokenizer.pad_token_id if piece is None else ids_of(tokenizer, piece)[0]
         log_probs[0, t, index] = sharp
     return log_probs.log_softmax(-1)
+
+
+def test_each_turn_is_placed_where_its_words_are_heard(tokenizer):
+    transcript = ids_of(tokenizer, "spk0", ":", " the", " c", "\n", "spk1", ":", " ", " the")
+    heard = [None, " the", " the", None, None, " c", None, None, " the", None]
+    log_probs = spelled(tokenizer, heard)[0]
+    lines = aligned_lines(tokenizer, log_probs, transcript, tokenizer.pad_token_id)
+    # the lone space of the second line is heard nowhere in particular
+    assert lines == [(b"spk0:", 1, 5), (b"spk1:", 8, 8)]
+    # a line without words, and a transcript with more words than audio
+    wordless = ids_of(tokenizer, "spk0", ":", "\n", "spk1", ":", " the")
+    assert aligned_lines(tokenizer, log_probs, wordless, tokenizer.pad_token_id)[0] is None
+    assert aligned_lines(tokenizer, log_probs[:2], transcript, tokenizer.pad_token_id) is None
+    turns = [{"speaker": "spk0", "text": "the c"}, {"speaker": "spk1", "text": "the"}]
+    assert place_turns(turns, lines, token_seconds=0.5, duration=4.4, padding=0.1)
+    assert [(t["start"], t["end"]) for t in turns] == [(0.4, 3.1), (3.9, 4.4)]
+    # lines that are not the turns one to one leave them as they are
+    other = [{"speaker": "spk0", "text": "the c"}, {"speaker": "Mike", "text": "the"}]
+    assert not place_turns(other, lines, 0.5, 4.4) and "start" not in other[0]
+    assert not place_turns(other[:1], lines, 0.5, 4.4) and not place_turns(other, None, 0.5, 4.4)
+    wordless = [{"speaker": "spk0", "text": ""}, {"speaker": "spk1", "text": "the"}]
+    assert place_turns(wordless, [None, lines[1]], 0.5, 4.4, padding=0.0)
+    assert wordless == [{"speaker": "spk1", "text": "the", "start": 4.0, "end": 4.4}]
 
 
 def step_scores(scorer, prompt, generated, logits):
@@ -275,15 +330,28 @@ def test_decoding_guides_and_pipeline_with_joint_decoding():
     assert isinstance(sdr(audio, task="asr", max_new_tokens=8)["text"], str)
     with pytest.raises(ValueError, match="ctc_weight"):
         sdr(audio, ctc_weight=1.5)
+    # turn times come from aligning the transcript: the prompt does not ask the model for them
+    for source, prompted in (("ctc", False), ("model", True)):
+        batch = next(sdr.preprocess(audio, timestamps=True, timestamps_from=source))
+        assert (batch["timestamps"], batch["align"]) == (prompted, not prompted)
+    for kwargs in ({}, {"ctc_weight": 0.0}):
+        timed = sdr(audio, max_new_tokens=12, return_timestamps=True, **kwargs)
+        assert all(0.0 <= t["start"] < t["end"] <= 3.0 for t in timed["turns"]), timed
+    with pytest.raises(ValueError, match="timestamps_from"):
+        sdr(audio, timestamps_from="vad")
 
 
 def test_models_not_trained_with_ctc_decode_without_it():
     model, processor = tiny_speakerlm()
-    inputs = processor([np.zeros(16000, dtype=np.float32) + tone_voice(1.0, 150.0, 3)])
+    audio = np.zeros(16000, dtype=np.float32) + tone_voice(1.0, 150.0, 3)
+    inputs = processor([audio])
     processors = transcript_logits_processors(model, processor.tokenizer, inputs, [])
     assert [type(p) for p in processors] == [SpeakerLabelConstraint]
     with pytest.raises(ValueError, match="audio_ctc"):
         transcript_logits_processors(model, processor.tokenizer, inputs, [], ctc_weight=0.5)
+    hub.register_auto_classes()
+    with pytest.raises(ValueError, match="audio_ctc"):
+        pipeline(TASK, model=model, processor=processor)(audio, timestamps_from="ctc")
 
 
 def test_a_voice_change_invites_a_line_break(tokenizer):

@@ -1,8 +1,8 @@
-"""The held-out evaluation's registration draws (`training/tiny/evaluate.py`)."""
+"""The held-out evaluation (`training/tiny/evaluate.py`): its registration draws and what it scores."""
 
 import numpy as np
 
-from training.tiny.evaluate import registrations
+from training.tiny.evaluate import registrations, score
 
 
 def fake_sessions(count: int) -> list[dict]:
@@ -43,3 +43,18 @@ def test_over_regist_draws_do_not_depend_on_how_many_sessions_are_scored():
         own = {session["enrollment"][s].tobytes() for s in present}
         extras = [clip for name, clip in over.items() if name not in match]
         assert not any(clip.tobytes() in own for clip in extras)
+
+
+def test_timed_hypotheses_are_also_scored_by_who_spoke_when():
+    sessions = fake_sessions(2)
+    for session in sessions:
+        session["naming"] = {t["speaker"]: t["speaker"].upper() for t in session["turns"]}
+    exact = [[{**t, "speaker": f"spk{k}"} for k, t in enumerate(s["turns"])] for s in sessions]
+    scores = score(sessions, exact, "no")
+    assert scores["cpcer"] == 0.0 and scores["tcpcer"] == 0.0 and scores["der"] == 0.0
+    # the words a second late: the text is right, the times are not
+    late = [[{**t, "start": t["start"] + 1.0, "end": t["end"] + 1.0} for t in turns] for turns in exact]
+    scores = score(sessions, late, "no")
+    assert scores["cpcer"] == 0.0 and scores["der"] > 0.5
+    untimed = [[{"speaker": t["speaker"], "text": t["text"]} for t in turns] for turns in exact]
+    assert "der" not in score(sessions, untimed, "no")

@@ -59,7 +59,15 @@ CARD_TAGS = (
 )
 
 REGISTRATION_MODES = {"no-regist": "No-Regist", "match-regist": "Match-Regist", "over-regist": "Over-Regist"}
-METRICS = {"cer": "CER", "cpcer": "cpCER", "delta_cp": "Δcp", "sacer": "saCER", "delta_sa": "Δsa"}
+METRICS = {
+    "cer": "CER",
+    "cpcer": "cpCER",
+    "delta_cp": "Δcp",
+    "sacer": "saCER",
+    "delta_sa": "Δsa",
+    "tcpcer": "tcpCER",
+    "der": "DER",
+}
 # Each Δ is its attributed rate minus the CER.
 DELTAS = {"delta_cp": "cpcer", "delta_sa": "sacer"}
 METRIC_ALIASES = {

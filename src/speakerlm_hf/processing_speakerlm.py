@@ -205,6 +205,11 @@ class SpeakerLMProcessor(ProcessorMixin):
     def num_audio_tokens(self, num_frames: int) -> int:
         return -(-num_frames // self.audio_token_stride)
 
+    @property
+    def audio_token_seconds(self) -> float:
+        """Seconds of audio per audio token: `audio_token_stride` encoder frames of `lfr_n` 10 ms fbank frames."""
+        return self.audio_token_stride * self.feature_extractor.lfr_n * 0.01
+
     def prompt_text(
         self, num_audio_tokens: int, task: str = "sdr", names: Sequence[str] = (), timestamps: bool = False
     ) -> str:

@@ -171,7 +171,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, args.device, args.dtype)
     call_kwargs: dict[str, Any] = {"batch_size": args.batch_size}
     names = ("num_speakers", "min_speakers", "max_speakers", "max_new_tokens", "num_beams")
-    for name in (*names, "ctc_weight", "speaker_weight"):
+    for name in (*names, "ctc_weight", "speaker_weight", "timestamps_from"):
         if getattr(args, name) is not None:
             call_kwargs[name] = getattr(args, name)
     if args.free_labels:
@@ -250,8 +250,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ctc-weight",
         type=float,
-        help="joint CTC / attention decoding weight in [0, 1) (default: 0.7 for models trained with CTC, "
+        help="joint CTC / attention decoding weight in [0, 1) (default: 0.8 for models trained with CTC, "
         "as the default model; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--timestamps-from",
+        choices=("ctc", "model"),
+        help="turn times from the CTC forced alignment of the transcript on the audio (default for models "
+        "trained with CTC, as the default model) or written by the model itself (default for others)",
     )
     parser.add_argument(
         "--speaker-weight",

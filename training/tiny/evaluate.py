@@ -12,6 +12,10 @@ For each prepared session (`training/tiny/meetings.py`, unseen voices and senten
 Sessions where a speaker continues after a pause (AAB / ABB: two consecutive reference turns of
 one speaker) are also scored apart from the others: a model that changes label at every pause
 fails there.
+
+For a model trained with CTC, each turn is also placed in time as the pipeline places it (CTC
+forced alignment of its words, `timestamps_from="ctc"`), and who spoke when is scored too:
+tcpCER with a 1 s collar, and DER (no collar).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from transformers import LogitsProcessorList
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
 from speakerlm_hf.generation_speakerlm import transcript_logits_processors
-from speakerlm_hf.metrics import score_sessions
+from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
+from speakerlm_hf.pipeline_speakerlm import place_turns
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
 
 MODES = ("no", "match", "over")
+TCP_COLLAR = 1.0
 
 
 def has_continuation(turns: list[dict]) -> bool:
@@ -99,11 +105,12 @@ def transcribe(
     constrain_labels: bool = True,
     ctc_weight: float | None = None,
     speaker_weight: float | None = None,
-) -> list[str]:
+) -> tuple[list[str], list]:
     """Greedy transcripts, decoded as the pipeline decodes them: with `constrain_labels` every turn
     starts with a registered name or an anonymous label; `ctc_weight` / `speaker_weight` as the
-    pipeline's (None: the model's defaults, joint CTC decoding for a model trained with CTC)."""
-    texts = []
+    pipeline's (None: the model's defaults, joint CTC decoding for a model trained with CTC).
+    Also each transcript's `aligned_lines` with joint CTC decoding (else None)."""
+    texts, placements = [], []
     for start in range(0, len(sessions), batch_size):
         chunk = sessions[start : start + batch_size]
         registered = speakers[start : start + batch_size]
@@ -125,7 +132,10 @@ def transcribe(
             logits_processor=LogitsProcessorList(processors),
         )
         texts += processor.batch_decode(out[:, prompt_length:])
-    return texts
+        scorer = next((p for p in processors if hasattr(p, "line_frames")), None)
+        for k, ids in enumerate(out[:, prompt_length:].tolist()):
+            placements.append(scorer.line_frames(k, ids) if scorer is not None else None)
+    return texts, placements
 
 
 def score(sessions, hypotheses, mode: str, subset=None) -> dict:
@@ -142,13 +152,18 @@ def score(sessions, hypotheses, mode: str, subset=None) -> dict:
     }
     hypothesis = {sessions[i]["id"]: hypotheses[i] for i in chosen}
     report = score_sessions(reference, hypothesis, mode="sa" if named else "cp")
-    return {
+    scores = {
         "sessions": len(chosen),
         "cer": report.cer.rate,
         ("sacer" if named else "cpcer"): report.attributed.rate,
         ("delta_sa" if named else "delta_cp"): report.delta,
         "speaker_count_accuracy": report.speaker_count_accuracy,
     }
+    if all("start" in turn for turns in hypothesis.values() for turn in turns):
+        timed = score_sessions(reference, hypothesis, mode="tcp", collar=TCP_COLLAR)
+        scores["tcpcer"] = timed.attributed.rate
+        scores["der"] = diarization_error(reference, hypothesis).total.rate
+    return scores
 
 
 def evaluate(
@@ -175,7 +190,7 @@ def evaluate(
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
     for mode in MODES:
         began = time.perf_counter()
-        texts = transcribe(
+        texts, placements = transcribe(
             model,
             processor,
             sessions,
@@ -187,10 +202,13 @@ def evaluate(
             speaker_weight,
         )
         elapsed = time.perf_counter() - began
-        hypotheses = [
-            [{"speaker": t["speaker"], "text": t["text"]} for t in parse_role_transcript(text)]
-            for text in texts
-        ]
+        hypotheses = []
+        for session, text, lines in zip(sessions, texts, placements, strict=True):
+            turns = parse_role_transcript(text)
+            place_turns(turns, lines, processor.audio_token_seconds, session["audio"].size / 16000)
+            hypotheses.append(
+                [{k: t[k] for k in ("speaker", "text", "start", "end") if k in t} for t in turns]
+            )
         results[mode] = {
             "all": score(sessions, hypotheses, mode),
             "continuation": score(sessions, hypotheses, mode, lambda s: has_continuation(s["turns"])),
@@ -207,7 +225,10 @@ def evaluate(
 
 
 def format_results(results: dict) -> str:
-    lines = [f"{'mode':<8} {'subset':<16} {'n':>4} {'CER %':>7} {'cp/saCER %':>11} {'Δ %':>6} {'spk acc':>8}"]
+    lines = [
+        f"{'mode':<8} {'subset':<16} {'n':>4} {'CER %':>7} {'cp/saCER %':>11} {'Δ %':>6} {'spk acc':>8} "
+        f"{'tcpCER %':>9} {'DER %':>6}"
+    ]
     for mode in MODES:
         for subset in ("all", "continuation", "no_continuation"):
             r = results[mode][subset]
@@ -215,9 +236,10 @@ def format_results(results: dict) -> str:
                 continue
             attributed = r.get("cpcer", r.get("sacer"))
             delta = r.get("delta_cp", r.get("delta_sa"))
+            timed = f" {100 * r['tcpcer']:>9.2f} {100 * r['der']:>6.2f}" if r.get("der") is not None else ""
             lines.append(
                 f"{mode:<8} {subset:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} {100 * attributed:>11.2f} "
-                f"{100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}"
+                f"{100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}{timed}"
             )
     return "\n".join(lines)
 

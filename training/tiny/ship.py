@@ -116,6 +116,8 @@ def eval_entries(evaluation: dict) -> dict:
             metrics.update(cpcer=100 * r["cpcer"], delta_cp=100 * r["delta_cp"])
         else:
             metrics.update(sacer=100 * r["sacer"], delta_sa=100 * r["delta_sa"])
+        if r.get("der") is not None:
+            metrics.update(tcpcer=100 * r["tcpcer"], der=100 * r["der"])
         results.append(
             {
                 "dataset": "Synthetic meetings (held-out voices)",

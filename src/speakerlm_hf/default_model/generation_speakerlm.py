@@ -15,8 +15,12 @@ other than its end of turn (an audio placeholder in the answer would break the n
 works on the tokens' bytes, so a label may be spelt with any of the tokenizer's ways of cutting it,
 and names in any script.
 
-Remote code: shipped to the Hub next to the model, so it imports only torch, transformers, the
-standard library and the other remote-code modules (the speaker clustering of `linking_speakerlm`).
+After decoding, `aligned_lines` places each turn of a transcript in time: the CTC forced alignment
+(`ctc_alignment`) of its words on the audio tokens of a model trained with CTC.
+
+Remote code: shipped to the Hub next to the model, so it imports only torch, numpy, transformers,
+the standard library and the other remote-code modules (the speaker clustering of
+`linking_speakerlm`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import weakref
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -339,6 +344,73 @@ def linear_recurrence(first: torch.Tensor, inflow: torch.Tensor, gain: torch.Ten
     return torch.cat([first[:, None], rest], dim=1)
 
 
+def ctc_alignment(
+    log_probs: torch.Tensor, targets: Sequence[int], blank_id: int
+) -> list[tuple[int, int]] | None:
+    """CTC forced alignment (Viterbi): the most likely path of `log_probs` (frames, vocabulary)
+    that spells exactly `targets`, as the (first, last) frame each target token is emitted on.
+    None when no path spells them (more tokens, counting the blanks between repeats, than frames)."""
+    frames = log_probs.shape[0]
+    if not len(targets):
+        return []
+    # blank, y1, blank, y2, ..., yL, blank: a path stays on a state, moves to the next, or skips a
+    # blank between two different tokens. In numpy: a few hundred steps of small vectors.
+    states = [blank_id]
+    for token in targets:
+        states += [int(token), blank_id]
+    emit = log_probs[:, states].double().cpu().numpy()
+    skip = np.array([k % 2 == 1 and k >= 2 and states[k] != states[k - 2] for k in range(len(states))])
+    score = np.full(len(states), -np.inf)
+    score[:2] = emit[0, :2]
+    moves = np.zeros((frames, len(states)), dtype=np.int8)
+    options = np.full((3, len(states)), -np.inf)
+    for t in range(1, frames):
+        options[0] = score
+        options[1, 1:] = score[:-1]
+        options[2, 2:] = np.where(skip[2:], score[:-2], -np.inf)
+        moves[t] = options.argmax(0)
+        score = options[moves[t], np.arange(len(states))] + emit[t]
+    last = len(states) - 1
+    state = last if score[last] >= score[last - 1] else last - 1
+    if not np.isfinite(score[state]):
+        return None
+    spans: list[list[int]] = [[-1, -1] for _ in targets]
+    for t in range(frames - 1, -1, -1):
+        if state % 2:
+            span = spans[state // 2]
+            span[0], span[1] = t, span[1] if span[1] >= 0 else t
+        state -= int(moves[t, state])
+    return [(first, last) for first, last in spans]
+
+
+def aligned_lines(
+    tokenizer_or_vocabulary,
+    log_probs: torch.Tensor,
+    ids: Sequence[int],
+    blank_id: int,
+    roles: bool = True,
+) -> list[tuple[bytes, int, int] | None] | None:
+    """Where each turn of a finished transcript was said, by CTC forced alignment of its text on the
+    audio tokens' CTC `log_probs` (frames, vocabulary): for each line with a label (one line for a
+    plain transcript, `roles=False`), its `label:` and the first and the last audio token its words
+    are emitted on; None for a line without words. None for all when the text cannot be aligned.
+    `ids` are the generated tokens (the special ones are skipped)."""
+    vocabulary = tokenizer_or_vocabulary
+    vocabulary = vocabulary if hasattr(vocabulary, "line_breaks") else label_vocabulary(vocabulary)
+    transcript = read_transcript(vocabulary.pieces, ids, roles)
+    emitted = ctc_alignment(log_probs, transcript.text, blank_id)
+    if emitted is None:
+        return None
+    lines = transcript.lines if roles else [(b"", 0)]
+    bounds = [before for _, before in lines[1:]] + [len(transcript.text)]
+    found: list[tuple[bytes, int, int] | None] = []
+    for (label, first), stop in zip(lines, bounds, strict=True):
+        # a lone space is not heard anywhere in particular
+        spoken = [emitted[k] for k in range(first, stop) if vocabulary.pieces[transcript.text[k]].strip()]
+        found.append((label, spoken[0][0], spoken[-1][1]) if spoken else None)
+    return found
+
+
 class CTCPrefixScorer(LogitsProcessor):
     """Joint CTC / attention decoding, and speaker labels chosen by the voice the text is heard in:
     a `LogitsProcessor` that adds the audio tokens' CTC prefix score to the LLM's next-token scores
@@ -550,6 +622,13 @@ class CTCPrefixScorer(LogitsProcessor):
         best = frames[:, : len(allowed)].masked_fill(~allowed[None], -float("inf")).max(-1)
         heard = best.indices[best.values > frames[:, self.blank_id]]
         return torch.tensor(list(dict.fromkeys(heard.tolist()))[: self.candidates], dtype=torch.long)
+
+    def line_frames(self, recording: int, ids: Sequence[int]) -> list[tuple[bytes, int, int] | None] | None:
+        """`aligned_lines` of one recording's finished transcript (`ids`, the generated tokens)."""
+        length = int(self.lengths[recording])
+        return aligned_lines(
+            self.vocabulary, self.log_probs[recording, :length], ids, self.blank_id, self.roles
+        )
 
     # -- speaker labels ------------------------------------------------------------------------
     def voice(self, recording: int, first: int, stop: int) -> torch.Tensor:
@@ -888,6 +967,8 @@ __all__ = [
     "LabelVocabulary",
     "TranscriptSoFar",
     "SpeakerLabelConstraint",
+    "aligned_lines",
+    "ctc_alignment",
     "label_vocabulary",
     "read_transcript",
     "resolve_ctc_weight",

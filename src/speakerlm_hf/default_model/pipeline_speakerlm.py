@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from transformers.pipelines.base import ChunkPipeline
 
 from .feature_extraction_speakerlm import pad_features
-from .generation_speakerlm import resolve_ctc_weight, transcript_logits_processors
+from .generation_speakerlm import aligned_lines, resolve_ctc_weight, transcript_logits_processors
 from .linking_speakerlm import (
     DEFAULT_THRESHOLD,
     link_segments,
@@ -41,6 +41,9 @@ TASK = "speaker-diarization-recognition"
 MODEL_TASKS = ("sdr", "asr")
 MAX_SEGMENT_DURATION = 50.0
 DEFAULT_BATCH_SIZE = 4
+TIMESTAMP_SOURCES = ("ctc", "model")
+# CTC emits a word on one audio token or two: a turn's span is widened by this much on each side.
+ALIGNED_TURN_PADDING = 0.1
 # Entries of a preprocessed batch that describe its segments rather than feed the model.
 SEGMENT_KEYS = (
     "segments",
@@ -50,6 +53,7 @@ SEGMENT_KEYS = (
     "task",
     "link",
     "timestamps",
+    "align",
     "done",
     "total",
     "is_last",
@@ -62,6 +66,33 @@ def _count(value: object, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def place_turns(
+    turns: list[dict],
+    lines: list | None,
+    token_seconds: float,
+    duration: float,
+    padding: float = ALIGNED_TURN_PADDING,
+) -> bool:
+    """Give each turn parsed from a transcript the span `aligned_lines` found for its line (audio
+    tokens of `token_seconds`), widened by `padding` on each side within the segment's `duration`.
+    A turn without words (nothing was said) is dropped. Whether the turns got times: not when the
+    alignment failed or its lines are not the turns one to one (they are then left as they are)."""
+    if lines is None or len(lines) != len(turns):
+        return False
+    for turn, line in zip(turns, lines, strict=True):
+        if line is not None and line[0].decode("utf-8", "replace")[:-1].strip() != turn["speaker"]:
+            return False
+    placed = []
+    for turn, line in zip(turns, lines, strict=True):
+        if line is not None:
+            _, first, last = line
+            turn["start"] = round(max(0.0, first * token_seconds - padding), 3)
+            turn["end"] = round(min(duration, (last + 1) * token_seconds + padding), 3)
+            placed.append(turn)
+    turns[:] = placed
+    return True
 
 
 class SpeakerLMPipeline(ChunkPipeline):
@@ -80,17 +111,25 @@ class SpeakerLMPipeline(ChunkPipeline):
     inputs gives a list of results.
 
     A recording up to `max_segment_duration` is transcribed whole, as the model was trained. A longer
-    one is cut at pauses into segments of at most that length; the model is then asked for turn
-    times in every segment (whatever `return_timestamps` says), and each anonymous speaker's turns
-    are embedded with the model's speaker extractor and clustered across segments, so that `spk0`,
-    `spk1`, ... (numbered by first appearance) name the same voice throughout. A recording without
-    speech gives no turns.
+    one is cut at pauses into segments of at most that length; turn times are then found in every
+    segment (whatever `return_timestamps` says), and each anonymous speaker's turns are embedded
+    with the model's speaker extractor and clustered across segments, so that `spk0`, `spk1`, ...
+    (numbered by first appearance) name the same voice throughout. A recording without speech
+    gives no turns.
+
+    Turn times come from `timestamps_from`: "ctc" (the default for a model whose audio tokens were
+    trained to spell the transcript, `config.audio_ctc`, as the default model's) decodes the
+    transcript as without times and gives each turn the span where CTC forced alignment puts its
+    words on the audio tokens (widened by `ALIGNED_TURN_PADDING` on each side); "model" (the
+    default for other models, the paper's way) asks the model to write `[start-end]` before each
+    turn.
 
     Call arguments:
         speakers: `{name: clip | [clips] | embedding}` registered for every input (None: No-Regist,
             anonymous `spkK` labels). Names are kept as they are in every segment.
         task: "sdr" (transcribe by roles, the default) or "asr" (plain transcription).
         return_timestamps: turns carry "start" and "end" in seconds of the whole recording.
+        timestamps_from: "ctc" or "model", where turn times come from (see above).
         num_speakers / min_speakers / max_speakers: hints on how many people speak, registered
             speakers included, for linking the segments of a long recording.
         batch_size: segments per `generate` call (default 4).
@@ -143,6 +182,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         constrain_labels: bool | None = None,
         ctc_weight: float | None = None,
         speaker_weight: float | None = None,
+        timestamps_from: str | None = None,
         **generate_kwargs,
     ) -> tuple[dict, dict, dict]:
         preprocess_params: dict[str, Any] = {}
@@ -159,6 +199,7 @@ class SpeakerLMPipeline(ChunkPipeline):
             preprocess_params["task"] = task
         if return_timestamps is not None:
             preprocess_params["timestamps"] = postprocess_params["timestamps"] = bool(return_timestamps)
+        preprocess_params["timestamps_from"] = self._timestamp_source(timestamps_from)
         if segment_batch_size is not None:
             preprocess_params["batch_size"] = _count(segment_batch_size, "batch_size")
         if max_segment_duration is not None:
@@ -194,6 +235,20 @@ class SpeakerLMPipeline(ChunkPipeline):
                 raise ValueError(f"speaker_weight must be >= 0, got {speaker_weight!r}")
             forward_params["speaker_weight"] = float(speaker_weight)
         return preprocess_params, forward_params, postprocess_params
+
+    def _timestamp_source(self, timestamps_from: str | None) -> str:
+        """Where turn times come from: `timestamps_from`, by default "ctc" for a model trained with CTC."""
+        trained = bool(getattr(self.model.config, "audio_ctc", False))
+        if timestamps_from is None:
+            return "ctc" if trained else "model"
+        if timestamps_from not in TIMESTAMP_SOURCES:
+            raise ValueError(f"timestamps_from {timestamps_from!r} is not one of {TIMESTAMP_SOURCES}")
+        if timestamps_from == "ctc" and not trained:
+            raise ValueError(
+                "timestamps_from='ctc': this model's audio tokens were not trained to spell the "
+                "transcript (config.audio_ctc is false), so they cannot place its turns; use 'model'"
+            )
+        return timestamps_from
 
     def embed_speakers(self, speakers: Mapping | None) -> dict[str, Any]:
         """Registered speakers with every clip replaced by its raw extractor embedding (`{"embedding": vector}`).
@@ -239,6 +294,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         timestamps: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_segment_duration: float = MAX_SEGMENT_DURATION,
+        timestamps_from: str = "model",
     ) -> Iterator[dict[str, Any]]:
         if isinstance(inputs, Mapping) and "speakers" in inputs:
             inputs = dict(inputs)
@@ -259,11 +315,14 @@ class SpeakerLMPipeline(ChunkPipeline):
         plan = segment_recording(inputs, max_duration=max_segment_duration)
         segments = plan.segments
         link = task == "sdr" and len(segments) > 1
+        # turn times are written by the model, or found by aligning its transcript
+        align = (timestamps or link) and task == "sdr" and timestamps_from == "ctc"
         common = {
             "names": list(registered),
             "task": task,
             "link": link,
-            "timestamps": timestamps or link,
+            "timestamps": (timestamps or link) and not align,
+            "align": align,
             "total": len(segments),
         }
         if not segments:
@@ -324,11 +383,18 @@ class SpeakerLMPipeline(ChunkPipeline):
             generated = self.model.generate(**model_inputs, **generate_kwargs)
             # generate(input_ids=...) returns the prompt followed by the new tokens.
             texts = self.processor.batch_decode(generated[:, prompt_length:])
+            placements = [None] * len(texts)
+            if info["align"]:
+                placements = self.aligned_lines(model_inputs, processors, generated[:, prompt_length:])
             embed = model_embedder(self.model) if info["link"] else None
-            for segment, waveform, mask, text in zip(
-                info["segments"], info["waveforms"], info["speech_masks"], texts, strict=True
+            for segment, waveform, mask, text, lines in zip(
+                info["segments"], info["waveforms"], info["speech_masks"], texts, placements, strict=True
             ):
                 turns = parse_role_transcript(text)
+                if info["align"] and place_turns(
+                    turns, lines, self.processor.audio_token_seconds, segment.end - segment.start
+                ):
+                    text = format_role_transcript(turns, timestamps=True)
                 result = {"start": segment.start, "end": segment.end, "text": text, "turns": turns}
                 if embed is not None:
                     result["speakers"] = local_speaker_embeddings(waveform, turns, embed, info["names"], mask)
@@ -342,6 +408,21 @@ class SpeakerLMPipeline(ChunkPipeline):
             "link": info["link"],
             "is_last": info["is_last"],
         }
+
+    def aligned_lines(self, model_inputs: dict[str, Any], processors: list, generated: torch.Tensor) -> list:
+        """`generation_speakerlm.aligned_lines` of each generated transcript, on the CTC
+        log-probabilities the joint decoding used (computed here when it was off)."""
+        scorer = next((p for p in processors if hasattr(p, "line_frames")), None)
+        if scorer is not None:
+            log_probs, lengths = scorer.log_probs, scorer.lengths
+        else:
+            guides = self.model.decoding_guides(**model_inputs)
+            log_probs, lengths = guides["log_probs"].float().cpu(), guides["lengths"].cpu()
+        tokenizer = self.processor.tokenizer
+        return [
+            aligned_lines(tokenizer, log_probs[k, : int(lengths[k])], ids, tokenizer.pad_token_id)
+            for k, ids in enumerate(generated.tolist())
+        ]
 
     def postprocess(
         self,
@@ -387,4 +468,4 @@ class SpeakerLMPipeline(ChunkPipeline):
         return {"text": format_role_transcript(turns, timestamps), "turns": turns}
 
 
-__all__ = ["SpeakerLMPipeline", "TASK"]
+__all__ = ["SpeakerLMPipeline", "TASK", "place_turns"]
