@@ -172,6 +172,14 @@ def test_each_turn_is_placed_where_its_words_are_heard(tokenizer):
     other = [{"speaker": "spk0", "text": "the c"}, {"speaker": "Mike", "text": "the"}]
     assert not place_turns(other, lines, 0.5, 4.4) and "start" not in other[0]
     assert not place_turns(other[:1], lines, 0.5, 4.4) and not place_turns(other, None, 0.5, 4.4)
+    # the same speaker going on without a pause is one turn; after a pause, another
+    continuing = [(b"spk0:", 1, 5), (b"spk0:", 6, 6), (b"spk0:", 9, 9)]
+    same = [{"speaker": "spk0", "text": t} for t in ("the c", "the", "c")]
+    assert place_turns(same, continuing, token_seconds=0.5, duration=6.0, padding=0.25)
+    assert same == [
+        {"speaker": "spk0", "text": "the c the", "start": 0.25, "end": 3.75},
+        {"speaker": "spk0", "text": "c", "start": 4.25, "end": 5.25},
+    ]
     wordless = [{"speaker": "spk0", "text": ""}, {"speaker": "spk1", "text": "the"}]
     assert place_turns(wordless, [None, lines[1]], 0.5, 4.4, padding=0.0)
     assert wordless == [{"speaker": "spk1", "text": "the", "start": 4.0, "end": 4.4}]

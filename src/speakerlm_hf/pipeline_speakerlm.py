@@ -77,19 +77,27 @@ def place_turns(
 ) -> bool:
     """Give each turn parsed from a transcript the span `aligned_lines` found for its line (audio
     tokens of `token_seconds`), widened by `padding` on each side within the segment's `duration`.
-    A turn without words (nothing was said) is dropped. Whether the turns got times: not when the
-    alignment failed or its lines are not the turns one to one (they are then left as they are)."""
+    A turn without words (nothing was said) is dropped, and a turn that goes on where the same
+    speaker's previous turn ends (the widened spans touch: no pause between their words) is joined
+    to it. Whether the turns got times: not when the alignment failed or its lines are not the
+    turns one to one (they are then left as they are)."""
     if lines is None or len(lines) != len(turns):
         return False
     for turn, line in zip(turns, lines, strict=True):
         if line is not None and line[0].decode("utf-8", "replace")[:-1].strip() != turn["speaker"]:
             return False
-    placed = []
+    placed: list[dict] = []
     for turn, line in zip(turns, lines, strict=True):
-        if line is not None:
-            _, first, last = line
-            turn["start"] = round(max(0.0, first * token_seconds - padding), 3)
-            turn["end"] = round(min(duration, (last + 1) * token_seconds + padding), 3)
+        if line is None:
+            continue
+        _, first, last = line
+        turn["start"] = round(max(0.0, first * token_seconds - padding), 3)
+        turn["end"] = round(min(duration, (last + 1) * token_seconds + padding), 3)
+        previous = placed[-1] if placed else None
+        if previous and previous["speaker"] == turn["speaker"] and turn["start"] <= previous["end"]:
+            previous["text"] = f"{previous['text']} {turn['text']}".strip()
+            previous["end"] = max(previous["end"], turn["end"])
+        else:
             placed.append(turn)
     turns[:] = placed
     return True
