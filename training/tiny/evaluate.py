@@ -206,9 +206,7 @@ def evaluate(
         for session, text, lines in zip(sessions, texts, placements, strict=True):
             turns = parse_role_transcript(text)
             place_turns(turns, lines, processor.audio_token_seconds, session["audio"].size / 16000)
-            hypotheses.append(
-                [{k: t[k] for k in ("speaker", "text", "start", "end") if k in t} for t in turns]
-            )
+            hypotheses.append(turns)
         results[mode] = {
             "all": score(sessions, hypotheses, mode),
             "continuation": score(sessions, hypotheses, mode, lambda s: has_continuation(s["turns"])),

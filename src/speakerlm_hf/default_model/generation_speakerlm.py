@@ -374,13 +374,16 @@ def ctc_alignment(
     state = last if score[last] >= score[last - 1] else last - 1
     if not np.isfinite(score[state]):
         return None
-    spans: list[list[int]] = [[-1, -1] for _ in targets]
+    # back from the end: a token's first frame is the last one met, its last frame the first
+    first, last = [0] * len(targets), [-1] * len(targets)
     for t in range(frames - 1, -1, -1):
         if state % 2:
-            span = spans[state // 2]
-            span[0], span[1] = t, span[1] if span[1] >= 0 else t
+            token = state // 2
+            first[token] = t
+            if last[token] < 0:
+                last[token] = t
         state -= int(moves[t, state])
-    return [(first, last) for first, last in spans]
+    return list(zip(first, last, strict=True))
 
 
 def aligned_lines(

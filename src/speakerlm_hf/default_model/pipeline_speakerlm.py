@@ -418,14 +418,16 @@ class SpeakerLMPipeline(ChunkPipeline):
         }
 
     def aligned_lines(self, model_inputs: dict[str, Any], processors: list, generated: torch.Tensor) -> list:
-        """`generation_speakerlm.aligned_lines` of each generated transcript, on the CTC
-        log-probabilities the joint decoding used (computed here when it was off)."""
+        """`generation_speakerlm.aligned_lines` of each generated transcript: by the joint decoding's
+        `CTCPrefixScorer`, or, when it was off, on CTC log-probabilities computed here (the audio
+        tokens only: the speaker windows are not needed)."""
         scorer = next((p for p in processors if hasattr(p, "line_frames")), None)
         if scorer is not None:
-            log_probs, lengths = scorer.log_probs, scorer.lengths
-        else:
-            guides = self.model.decoding_guides(**model_inputs)
-            log_probs, lengths = guides["log_probs"].float().cpu(), guides["lengths"].cpu()
+            return [scorer.line_frames(k, ids) for k, ids in enumerate(generated.tolist())]
+        guides = self.model.decoding_guides(
+            model_inputs["input_ids"], model_inputs["input_features"], model_inputs.get("input_features_mask")
+        )
+        log_probs, lengths = guides["log_probs"].float().cpu(), guides["lengths"].cpu()
         tokenizer = self.processor.tokenizer
         return [
             aligned_lines(tokenizer, log_probs[k, : int(lengths[k])], ids, tokenizer.pad_token_id)

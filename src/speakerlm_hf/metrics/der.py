@@ -21,7 +21,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .turns import Turn, TurnLike, as_turns, has_times
+from .scoring import reject_unknown_sessions
+from .turns import Turn, TurnLike, as_turns, require_times
 
 __all__ = [
     "DiarizationErrors",
@@ -67,9 +68,7 @@ class DiarizationErrors:
 
 def _timed_turns(turns: Iterable[TurnLike], side: str) -> list[Turn]:
     turns = as_turns(turns)
-    if not has_times(turns):
-        missing = next(turn for turn in turns if turn.start is None or turn.end is None)
-        raise ValueError(f"DER needs start and end times on every {side} turn; this one has none: {missing}")
+    require_times(turns, side, "DER")
     for turn in turns:
         if not (np.isfinite(turn.start) and np.isfinite(turn.end)) or turn.start < 0 or turn.end < turn.start:
             raise ValueError(f"{side} turn has invalid times (negative, reversed or not finite): {turn}")
@@ -168,12 +167,7 @@ def diarization_error(
     """DER of every reference session against the hypothesis session of the same id (a session
     without hypothesis is all missed speech); a hypothesis session absent from the reference is an
     error unless ``partial``."""
-    extra = sorted(set(hypothesis) - set(reference))
-    if extra and not partial:
-        raise ValueError(
-            f"{len(extra)} hypothesis session(s) are not in the reference, e.g. {extra[:5]}; "
-            "pass partial=True to score only the reference's sessions"
-        )
+    reject_unknown_sessions(reference, hypothesis, partial)
     sessions = {}
     for session_id, turns in reference.items():
         try:

@@ -19,7 +19,14 @@ from .sa import sa_cer
 from .tc import tcp_cer
 from .turns import TurnLike
 
-__all__ = ["MODES", "SessionScore", "ScoreReport", "score_session", "score_sessions"]
+__all__ = [
+    "MODES",
+    "SessionScore",
+    "ScoreReport",
+    "reject_unknown_sessions",
+    "score_session",
+    "score_sessions",
+]
 
 MODES = ("cp", "sa", "tcp")
 _METRIC_NAMES = {"cp": "cpCER", "sa": "saCER", "tcp": "tcpCER"}
@@ -178,6 +185,16 @@ def score_session(
         raise type(error)(f"session {session_id!r}: {error}") from error
 
 
+def reject_unknown_sessions(reference: Mapping, hypothesis: Mapping, partial: bool = False) -> None:
+    """A hypothesis session absent from the reference is an error unless `partial`."""
+    extra = sorted(set(hypothesis) - set(reference))
+    if extra and not partial:
+        raise ValueError(
+            f"{len(extra)} hypothesis session(s) are not in the reference, e.g. {extra[:5]}; "
+            "pass partial=True to score only the reference's sessions"
+        )
+
+
 def score_sessions(
     reference: Mapping[str, Iterable[TurnLike]],
     hypothesis: Mapping[str, Iterable[TurnLike]],
@@ -197,12 +214,7 @@ def score_sessions(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not reference:
         raise ValueError("the reference holds no session")
-    extra = sorted(set(hypothesis) - set(reference))
-    if extra and not partial:
-        raise ValueError(
-            f"{len(extra)} hypothesis session(s) are not in the reference, e.g. {extra[:5]}; "
-            "pass partial=True to score only the reference's sessions"
-        )
+    reject_unknown_sessions(reference, hypothesis, partial)
     missing = sorted(set(reference) - set(hypothesis))
     if missing:
         ratio = len(missing) / len(reference)

@@ -18,17 +18,13 @@ import numpy as np
 from .cp import SpeakerErrorCounts, minimum_permutation_counts
 from .levenshtein import pairwise_counts
 from .normalize import scoring_characters
-from .turns import Turn, TurnLike, as_turns, has_times, time_ordered
+from .turns import Turn, TurnLike, as_turns, require_times, time_ordered
 
 __all__ = ["tcp_cer", "character_times"]
 
 
 def _require_times(turns: list[Turn], side: str) -> None:
-    if not has_times(turns):
-        missing = next(turn for turn in turns if turn.start is None or turn.end is None)
-        raise ValueError(
-            f"tcpCER needs start and end times on every {side} turn; this one has none: {missing}"
-        )
+    require_times(turns, side, "tcpCER")
     for turn in turns:
         if turn.end < turn.start:
             raise ValueError(f"{side} turn ends before it starts: {turn}")

@@ -8,7 +8,16 @@ from typing import Any
 
 from .normalize import scoring_characters
 
-__all__ = ["Turn", "TurnLike", "as_turns", "has_times", "time_ordered", "speaker_texts", "session_text"]
+__all__ = [
+    "Turn",
+    "TurnLike",
+    "as_turns",
+    "has_times",
+    "require_times",
+    "time_ordered",
+    "speaker_texts",
+    "session_text",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,15 @@ def as_turns(items: Iterable[TurnLike]) -> list[Turn]:
 def has_times(turns: list[Turn]) -> bool:
     """True when every turn carries a start and an end time."""
     return all(turn.start is not None and turn.end is not None for turn in turns)
+
+
+def require_times(turns: list[Turn], side: str, metric: str) -> None:
+    """Raise ValueError naming the first of `side`'s turns without a start or an end, which `metric` needs."""
+    if not has_times(turns):
+        missing = next(turn for turn in turns if turn.start is None or turn.end is None)
+        raise ValueError(
+            f"{metric} needs start and end times on every {side} turn; this one has none: {missing}"
+        )
 
 
 def time_ordered(turns: list[Turn]) -> list[Turn]:
