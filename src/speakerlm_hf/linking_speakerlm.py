@@ -1,4 +1,12 @@
-"""Speaker linking across the segments of a long recording.
+"""Speakers by voice: turns relabelled by their own audio, and linking across the segments of a long recording.
+
+Once a segment's turns have times (`pipeline_speakerlm.place_turns`), `relabel_turns` gives each
+turn the speaker its own audio sounds like: every turn is embedded with the model's frozen speaker
+extractor; a turn the model gave a registered name takes the registered speaker its voice matches
+(cosine, with each speaker's share of the segment's turns fitted by EM, so that enrolled people
+who hardly speak do not draw turns from the ones they resemble), and the anonymous turns are
+clustered agglomeratively into `spk0`, `spk1`, ... A whole turn is several seconds of one voice,
+against the 1.5 s windows that steer the labels while decoding.
 
 The model labels anonymous speakers `spk0`, `spk1`, ... afresh in every segment. To keep one label
 per person over the whole recording, each local speaker of each segment is embedded from its own
@@ -29,6 +37,14 @@ MIN_CLIP_SECONDS = 0.5
 RELIABLE_SECONDS = 1.0
 MAX_CLIP_SECONDS = 30.0
 MAX_PIECE_SECONDS = 10.0
+# Relabelling a segment's turns by voice (`relabel_turns`): two anonymous turns are one speaker
+# above this cosine similarity (average linkage over turns, higher than linking's threshold over
+# whole speakers, since one turn is less audio); registered speakers are scored by
+# softmax(REGISTERED_SHARPNESS * cosine) with fitted shares; a named turn whose best registered
+# speaker is below MIN_REGISTERED_SIMILARITY is taken for someone not registered.
+RELABEL_THRESHOLD = 0.75
+REGISTERED_SHARPNESS = 20.0
+MIN_REGISTERED_SIMILARITY = 0.3
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
@@ -136,6 +152,107 @@ def model_embedder(model: torch.nn.Module, piece_seconds: float = MAX_PIECE_SECO
         return torch.stack(vectors).numpy()
 
     return embed
+
+
+def turn_embeddings(
+    waveform: np.ndarray,
+    turns: Sequence[Mapping],
+    embed: Embedder,
+    speech_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each turn's voice: (embeddings (turns, size), seconds of audio behind each), from the turn's
+    own audio as `speaker_clips` cuts a speaker's (other turns' overlap and silence left out while
+    enough remains)."""
+    if not turns:
+        return np.zeros((0, 0)), np.zeros(0)
+    keyed = [{**turn, "speaker": str(number)} for number, turn in enumerate(turns)]
+    clips = speaker_clips(waveform, keyed, (), speech_mask)
+    chosen = [clips[str(number)] for number in range(len(turns))]
+    vectors = np.asarray(embed([clip for clip, _ in chosen]), dtype=np.float64)
+    return vectors, np.array([seconds for _, seconds in chosen], dtype=np.float64)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def registered_assignment(
+    similarity: np.ndarray, seconds: np.ndarray, sharpness: float = REGISTERED_SHARPNESS, rounds: int = 30
+) -> np.ndarray:
+    """Index of the registered speaker of each turn from the (turns, speakers) cosine similarities.
+
+    Each speaker's share of the turns' seconds is fitted by EM under turn posteriors
+    softmax(sharpness * cosine + log share); a turn takes its most probable speaker under the
+    fitted shares, so a registered voice that only resembles the others' wins no turn from them."""
+    similarity = np.asarray(similarity, dtype=np.float64)
+    weights = np.maximum(np.asarray(seconds, dtype=np.float64), 0.05)
+    shares = np.full(similarity.shape[1], 1.0 / similarity.shape[1])
+    for _ in range(rounds):
+        scores = sharpness * similarity + np.log(np.maximum(shares, 1e-12))
+        posteriors = np.exp(scores - scores.max(axis=1, keepdims=True))
+        posteriors /= posteriors.sum(axis=1, keepdims=True)
+        shares = weights @ posteriors / weights.sum()
+    return np.argmax(sharpness * similarity + np.log(np.maximum(shares, 1e-12)), axis=1)
+
+
+def join_touching(turns: Sequence[dict]) -> list[dict]:
+    """Timed turns with each turn that starts before the same speaker's previous turn ends (no pause
+    between their words) joined to it."""
+    joined: list[dict] = []
+    for turn in turns:
+        previous = joined[-1] if joined else None
+        if previous and previous["speaker"] == turn["speaker"] and turn["start"] <= previous["end"]:
+            previous["text"] = f"{previous['text']} {turn['text']}".strip()
+            previous["end"] = max(previous["end"], turn["end"])
+        else:
+            joined.append(turn)
+    return joined
+
+
+def relabel_turns(
+    turns: Sequence[Mapping],
+    vectors: np.ndarray,
+    seconds: Sequence[float],
+    registered: Mapping[str, np.ndarray] | None = None,
+    threshold: float = RELABEL_THRESHOLD,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+) -> list[dict]:
+    """A segment's timed turns with the speakers their voices (`turn_embeddings`) say, touching turns
+    of one speaker then joined (`join_touching`).
+
+    Turns the model gave a registered name are assigned among the `registered` speakers' raw
+    embeddings (`registered_assignment`); one whose best match is under `MIN_REGISTERED_SIMILARITY`
+    joins the anonymous turns. The anonymous turns are clustered (`cluster_embeddings`, average
+    linkage above `threshold`) and named `spk0`, `spk1`, ... in order of first appearance;
+    `min_speakers` / `max_speakers` count everyone, the registered speakers found included."""
+    if not turns:
+        return []
+    vectors, seconds = unit_rows(vectors), np.asarray(seconds, dtype=np.float64)
+    registered = dict(registered or {})
+    labels: list[str | None] = [None] * len(turns)
+    named = [number for number, turn in enumerate(turns) if turn["speaker"] in registered]
+    if named:
+        names = list(registered)
+        voices = unit_rows(
+            np.stack([np.asarray(registered[name], dtype=np.float64).ravel() for name in names])
+        )
+        similarity = vectors[named] @ voices.T
+        chosen = registered_assignment(similarity, seconds[named])
+        for row, (number, index) in enumerate(zip(named, chosen.tolist(), strict=True)):
+            if similarity[row, index] >= MIN_REGISTERED_SIMILARITY:
+                labels[number] = names[index]
+    anonymous = [number for number, label in enumerate(labels) if label is None]
+    if anonymous:
+        found = len({label for label in labels if label is not None})
+        lower, upper = speaker_bounds(None, min_speakers, max_speakers, found)
+        clusters = cluster_embeddings(
+            vectors[anonymous], list(range(len(anonymous))), seconds[anonymous], threshold, lower, upper
+        )
+        for number, cluster in zip(anonymous, clusters.tolist(), strict=True):
+            labels[number] = f"spk{cluster}"
+    return join_touching([{**turn, "speaker": label} for turn, label in zip(turns, labels, strict=True)])
 
 
 def cluster_embeddings(
@@ -291,6 +408,11 @@ def link_segments(
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "RELABEL_THRESHOLD",
+    "turn_embeddings",
+    "registered_assignment",
+    "join_touching",
+    "relabel_turns",
     "turn_span",
     "anonymous_labels",
     "speaker_clips",

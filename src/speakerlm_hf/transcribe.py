@@ -176,6 +176,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
             call_kwargs[name] = getattr(args, name)
     if args.free_labels:
         call_kwargs["constrain_labels"] = False
+    if args.keep_model_labels:
+        call_kwargs["relabel_speakers"] = False
     outcome = transcribe_files(
         pipe,
         args.audio,
@@ -246,6 +248,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--free-labels",
         action="store_true",
         help="let the model write any speaker label (default: registered names and spk0, spk1, ... only)",
+    )
+    parser.add_argument(
+        "--keep-model-labels",
+        action="store_true",
+        help="keep the speaker labels the model wrote (default: with turn times from the CTC alignment, "
+        "each turn takes the speaker its own audio sounds like)",
     )
     parser.add_argument(
         "--ctc-weight",

@@ -14,7 +14,8 @@ one speaker) are also scored apart from the others: a model that changes label a
 fails there.
 
 For a model trained with CTC, each turn is also placed in time as the pipeline places it (CTC
-forced alignment of its words, `timestamps_from="ctc"`), and who spoke when is scored too:
+forced alignment of its words, `timestamps_from="ctc"`) and relabelled by its voice as the
+pipeline relabels it (`--no-relabel` keeps the model's labels), and who spoke when is scored too:
 tcpCER with a 1 s collar, and DER (no collar).
 """
 
@@ -33,10 +34,12 @@ from transformers import LogitsProcessorList
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
 from speakerlm_hf.generation_speakerlm import transcript_logits_processors
+from speakerlm_hf.linking_speakerlm import model_embedder
 from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
-from speakerlm_hf.pipeline_speakerlm import place_turns
+from speakerlm_hf.pipeline_speakerlm import aligned_turns, embed_speakers, speaker_voices
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
+from speakerlm_hf.segmentation_speakerlm import segment_recording
 
 MODES = ("no", "match", "over")
 TCP_COLLAR = 1.0
@@ -178,6 +181,7 @@ def evaluate(
     constrain_labels: bool = True,
     ctc_weight: float | None = None,
     speaker_weight: float | None = None,
+    relabel: bool = True,
 ) -> dict:
     model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeakerLMProcessor.from_pretrained(model_dir)
@@ -186,27 +190,39 @@ def evaluate(
     # absent speakers for Over-Regist come from the whole split, whatever `limit` is
     pool = load_sessions(data, split, None) if limit and extra else sessions
     speakers = registrations(sessions, extra, seed, pool)
+    embed = model_embedder(model) if relabel else None
     results, outputs = {}, {}
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
     for mode in MODES:
         began = time.perf_counter()
+        # enrollment embedded once per session, as the pipeline embeds it once per call
+        registered = [embed_speakers(model, processor, clips) or None for clips in speakers[mode]]
         texts, placements = transcribe(
             model,
             processor,
             sessions,
-            speakers[mode],
+            registered,
             batch_size,
             max_new_tokens,
             constrain_labels,
             ctc_weight,
             speaker_weight,
         )
-        elapsed = time.perf_counter() - began
         hypotheses = []
-        for session, text, lines in zip(sessions, texts, placements, strict=True):
-            turns = parse_role_transcript(text)
-            place_turns(turns, lines, processor.audio_token_seconds, session["audio"].size / 16000)
+        for session, enrolled, text, lines in zip(sessions, registered, texts, placements, strict=True):
+            voices = speaker_voices(enrolled or {})
+            mask = segment_recording(session["audio"]).speech if relabel else None
+            turns, _ = aligned_turns(
+                parse_role_transcript(text),
+                lines,
+                processor.audio_token_seconds,
+                session["audio"],
+                mask,
+                embed,
+                voices,
+            )
             hypotheses.append(turns)
+        elapsed = time.perf_counter() - began
         results[mode] = {
             "all": score(sessions, hypotheses, mode),
             "continuation": score(sessions, hypotheses, mode, lambda s: has_continuation(s["turns"])),
@@ -218,6 +234,7 @@ def evaluate(
     results["constrain_labels"] = constrain_labels
     results["ctc_weight"] = ctc_weight
     results["speaker_weight"] = speaker_weight
+    results["relabel_speakers"] = relabel
     results["audio_hours"] = audio_seconds / 3600
     return {"results": results, "transcripts": outputs}
 
@@ -271,6 +288,11 @@ def main(argv=None) -> int:
         default=None,
         help="how strongly labels follow the voice at each turn's start (default: the pipeline's, 1.0; 0 = off)",
     )
+    parser.add_argument(
+        "--no-relabel",
+        action="store_true",
+        help="keep the labels the model wrote (default: turns relabelled by voice, as the pipeline does)",
+    )
     parser.add_argument("--output", default=None, help="JSON with the scores and every transcript")
     args = parser.parse_args(argv)
     report = evaluate(
@@ -285,6 +307,7 @@ def main(argv=None) -> int:
         not args.free_labels,
         args.ctc_weight,
         args.speaker_weight,
+        not args.no_relabel,
     )
     print(format_results(report["results"]))
     for mode in MODES:

@@ -99,8 +99,9 @@ CARD = dict(
         "Segments up to 50 s; longer recordings go through the pipeline's segmentation and linking.",
         "The figures above are decoded as the pipeline decodes: labels constrained, joint CTC / attention "
         "decoding (`ctc_weight=0.8`) and labels steered by voice (`speaker_weight=1.0`; without registration the "
-        "recording's voices are clustered first); a bare "
-        "`model.generate` without these logits processors gets far fewer words and speakers right.",
+        "recording's voices are clustered first), then turns placed by CTC alignment and relabelled by their "
+        "voices (`relabel_speakers=True`); a bare `model.generate` without these logits processors gets far "
+        "fewer words and speakers right.",
     ],
     tags=["tiny", "synthetic-data"],
 )

@@ -16,17 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 from transformers.pipelines.base import ChunkPipeline
 
-from .feature_extraction_speakerlm import pad_features
+from .feature_extraction_speakerlm import SAMPLING_RATE, pad_features
 from .generation_speakerlm import aligned_lines, resolve_ctc_weight, transcript_logits_processors
 from .linking_speakerlm import (
     DEFAULT_THRESHOLD,
+    join_touching,
     link_segments,
     local_speaker_embeddings,
     model_embedder,
+    relabel_turns,
+    turn_embeddings,
     turn_span,
 )
 from .processing_speakerlm import (
@@ -53,7 +57,9 @@ SEGMENT_KEYS = (
     "task",
     "link",
     "timestamps",
+    "return_times",
     "align",
+    "voices",
     "done",
     "total",
     "is_last",
@@ -93,14 +99,87 @@ def place_turns(
         _, first, last = line
         turn["start"] = round(max(0.0, first * token_seconds - padding), 3)
         turn["end"] = round(min(duration, (last + 1) * token_seconds + padding), 3)
-        previous = placed[-1] if placed else None
-        if previous and previous["speaker"] == turn["speaker"] and turn["start"] <= previous["end"]:
-            previous["text"] = f"{previous['text']} {turn['text']}".strip()
-            previous["end"] = max(previous["end"], turn["end"])
-        else:
-            placed.append(turn)
-    turns[:] = placed
+        placed.append(turn)
+    turns[:] = join_touching(placed)
     return True
+
+
+def embed_speakers(
+    model: torch.nn.Module,
+    processor: Any,
+    speakers: Mapping | None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Registered speakers `{name: clip | [clips] | embedding}` with every clip replaced by its raw
+    extractor embedding (`{"embedding": vector}`), the enrollment pieces batched as the processor
+    batches them; names and clips are checked (clips at least 1 s, not silent)."""
+    if not speakers:
+        return {}
+    device = device if device is not None else next(model.parameters()).device
+    dtype = dtype if dtype is not None else next(model.parameters()).dtype
+    names = check_speaker_names(list(speakers), processor.reserved_texts)
+    extractor, size = processor.feature_extractor, processor.speaker_embedding_size
+    registered: dict[str, Any] = {}
+    pieces, owner, slots = [], [], []
+    for name, value in zip(names, speakers.values(), strict=True):
+        if is_embedding(value, size):
+            registered[name] = value
+            continue
+        clips = value if isinstance(value, list) else [value]
+        found = extractor.enrollment_features(clips, name)
+        pieces += found
+        owner += [len(slots)] * len(found)
+        slots.append(name)
+        registered[name] = None
+    if slots:
+        # One batch for all pieces, as the processor would build it, so the numbers match.
+        features, mask = pad_features(pieces)
+        with torch.no_grad():
+            vectors = model.get_speaker_embeddings(
+                len(slots),
+                features.to(device, dtype),
+                mask.to(device),
+                torch.tensor(owner, dtype=torch.long, device=device),
+            )
+        for name, vector in zip(slots, vectors.float().cpu(), strict=True):
+            registered[name] = {"embedding": vector}
+    return registered
+
+
+def speaker_voices(registered: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """`{name: raw embedding}` of speakers registered by `embed_speakers` (or given as embeddings)."""
+    voices = {}
+    for name, value in registered.items():
+        vector = value["embedding"] if isinstance(value, Mapping) else value
+        if isinstance(vector, torch.Tensor):
+            vector = vector.detach().float().cpu().numpy()
+        voices[name] = np.asarray(vector, dtype=np.float64).ravel()
+    return voices
+
+
+def aligned_turns(
+    turns: list[dict],
+    lines: list | None,
+    token_seconds: float,
+    waveform: np.ndarray,
+    speech_mask: np.ndarray | None = None,
+    embed: Callable | None = None,
+    voices: Mapping[str, np.ndarray] | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+) -> tuple[list[dict], bool]:
+    """One segment's turns placed in time by their aligned lines (`place_turns`) and, with an
+    `embed`der of the model's speaker extractor, relabelled by their voices (`relabel_turns`,
+    registered speakers' raw embeddings in `voices`). Returns the turns and whether they got times."""
+    if not place_turns(turns, lines, token_seconds, waveform.size / SAMPLING_RATE):
+        return turns, False
+    if embed is not None and turns:
+        vectors, seconds = turn_embeddings(waveform, turns, embed, speech_mask)
+        turns = relabel_turns(
+            turns, vectors, seconds, voices, min_speakers=min_speakers, max_speakers=max_speakers
+        )
+    return turns, True
 
 
 class SpeakerLMPipeline(ChunkPipeline):
@@ -130,7 +209,10 @@ class SpeakerLMPipeline(ChunkPipeline):
     transcript as without times and gives each turn the span where CTC forced alignment puts its
     words on the audio tokens (widened by `ALIGNED_TURN_PADDING` on each side); "model" (the
     default for other models, the paper's way) asks the model to write `[start-end]` before each
-    turn.
+    turn. With aligned turns, each turn's speaker is then checked against its own voice
+    (`relabel_speakers`, see `linking_speakerlm.relabel_turns`): a turn the model gave a registered
+    name takes the registered speaker whose enrollment it sounds like, and the anonymous turns are
+    clustered by voice into `spk0`, `spk1`, ...
 
     Call arguments:
         speakers: `{name: clip | [clips] | embedding}` registered for every input (None: No-Regist,
@@ -139,7 +221,8 @@ class SpeakerLMPipeline(ChunkPipeline):
         return_timestamps: turns carry "start" and "end" in seconds of the whole recording.
         timestamps_from: "ctc" or "model", where turn times come from (see above).
         num_speakers / min_speakers / max_speakers: hints on how many people speak, registered
-            speakers included, for linking the segments of a long recording.
+            speakers included, for relabelling turns by voice and linking the segments of a long
+            recording.
         batch_size: segments per `generate` call (default 4).
         max_segment_duration: longest segment in seconds (default 50, as in the paper's evaluation).
         linking_threshold: cosine similarity above which two anonymous speakers of different
@@ -154,6 +237,9 @@ class SpeakerLMPipeline(ChunkPipeline):
             how strongly each turn's label follows the voice where the CTC alignment puts the
             turn's start (registered names by their enrollment, anonymous labels by the voice of
             their earlier turns); default 1.0, 0 turns it off.
+        relabel_speakers: with aligned turn times (`timestamps_from="ctc"`), give every turn the
+            speaker its whole audio sounds like, by the model's speaker extractor (default True;
+            False keeps the labels the model wrote).
         generation parameters (`max_new_tokens`, `num_beams`, ...) go to `model.generate`.
     """
 
@@ -191,6 +277,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         ctc_weight: float | None = None,
         speaker_weight: float | None = None,
         timestamps_from: str | None = None,
+        relabel_speakers: bool | None = None,
         **generate_kwargs,
     ) -> tuple[dict, dict, dict]:
         preprocess_params: dict[str, Any] = {}
@@ -242,6 +329,9 @@ class SpeakerLMPipeline(ChunkPipeline):
             if not float(speaker_weight) >= 0.0:
                 raise ValueError(f"speaker_weight must be >= 0, got {speaker_weight!r}")
             forward_params["speaker_weight"] = float(speaker_weight)
+        if relabel_speakers is not None:
+            forward_params["relabel_speakers"] = bool(relabel_speakers)
+        forward_params.update(hints)
         return preprocess_params, forward_params, postprocess_params
 
     def _timestamp_source(self, timestamps_from: str | None) -> str:
@@ -264,35 +354,7 @@ class SpeakerLMPipeline(ChunkPipeline):
         Done once per recording rather than once per segment; the CLI calls it once for all files.
         The clips are checked here (at least 1 s, not silent), before any audio is decoded.
         """
-        if not speakers:
-            return {}
-        names = check_speaker_names(list(speakers), self.processor.reserved_texts)
-        extractor, size = self.processor.feature_extractor, self.processor.speaker_embedding_size
-        registered: dict[str, Any] = {}
-        pieces, owner, slots = [], [], []
-        for name, value in zip(names, speakers.values(), strict=True):
-            if is_embedding(value, size):
-                registered[name] = value
-                continue
-            clips = value if isinstance(value, list) else [value]
-            found = extractor.enrollment_features(clips, name)
-            pieces += found
-            owner += [len(slots)] * len(found)
-            slots.append(name)
-            registered[name] = None
-        if slots:
-            # One batch for all pieces, as the processor would build it, so the numbers match.
-            features, mask = pad_features(pieces)
-            with torch.no_grad():
-                vectors = self.model.get_speaker_embeddings(
-                    len(slots),
-                    features.to(self.device, self.dtype),
-                    mask.to(self.device),
-                    torch.tensor(owner, dtype=torch.long, device=self.device),
-                )
-            for name, vector in zip(slots, vectors.float().cpu(), strict=True):
-                registered[name] = {"embedding": vector}
-        return registered
+        return embed_speakers(self.model, self.processor, speakers, self.device, self.dtype)
 
     def preprocess(
         self,
@@ -323,13 +385,16 @@ class SpeakerLMPipeline(ChunkPipeline):
         plan = segment_recording(inputs, max_duration=max_segment_duration)
         segments = plan.segments
         link = task == "sdr" and len(segments) > 1
-        # turn times are written by the model, or found by aligning its transcript
-        align = (timestamps or link) and task == "sdr" and timestamps_from == "ctc"
+        # turn times are found by aligning the transcript (and then steer the speakers by voice) or
+        # written by the model
+        align = task == "sdr" and timestamps_from == "ctc"
         common = {
             "names": list(registered),
+            "voices": speaker_voices(registered),
             "task": task,
             "link": link,
             "timestamps": (timestamps or link) and not align,
+            "return_times": timestamps,
             "align": align,
             "total": len(segments),
         }
@@ -365,6 +430,10 @@ class SpeakerLMPipeline(ChunkPipeline):
         constrain_labels: bool = True,
         ctc_weight: float | None = None,
         speaker_weight: float | None = None,
+        relabel_speakers: bool = True,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
         **generate_kwargs,
     ) -> dict[str, Any]:
         info = {key: model_inputs.pop(key) for key in SEGMENT_KEYS}
@@ -394,17 +463,31 @@ class SpeakerLMPipeline(ChunkPipeline):
             placements = [None] * len(texts)
             if info["align"]:
                 placements = self.aligned_lines(model_inputs, processors, generated[:, prompt_length:])
-            embed = model_embedder(self.model) if info["link"] else None
+            relabel = info["align"] and relabel_speakers
+            embed = model_embedder(self.model) if info["link"] or relabel else None
+            # a segment holds at most the recording's people, and all of them when it is the recording
+            bounds = {"max_speakers": num_speakers or max_speakers}
+            if info["total"] == 1:
+                bounds["min_speakers"] = num_speakers or min_speakers
             for segment, waveform, mask, text, lines in zip(
                 info["segments"], info["waveforms"], info["speech_masks"], texts, placements, strict=True
             ):
-                turns = parse_role_transcript(text)
-                if info["align"] and place_turns(
-                    turns, lines, self.processor.audio_token_seconds, segment.end - segment.start
-                ):
-                    text = format_role_transcript(turns, timestamps=True)
+                turns, placed = parse_role_transcript(text), False
+                if info["align"]:
+                    turns, placed = aligned_turns(
+                        turns,
+                        lines,
+                        self.processor.audio_token_seconds,
+                        waveform,
+                        mask,
+                        embed if relabel else None,
+                        info["voices"],
+                        **bounds,
+                    )
+                if placed:
+                    text = format_role_transcript(turns, timestamps=info["return_times"] or info["link"])
                 result = {"start": segment.start, "end": segment.end, "text": text, "turns": turns}
-                if embed is not None:
+                if info["link"]:
                     result["speakers"] = local_speaker_embeddings(waveform, turns, embed, info["names"], mask)
                 results.append(result)
         if progress_callback is not None:
@@ -478,4 +561,4 @@ class SpeakerLMPipeline(ChunkPipeline):
         return {"text": format_role_transcript(turns, timestamps), "turns": turns}
 
 
-__all__ = ["SpeakerLMPipeline", "TASK", "place_turns"]
+__all__ = ["SpeakerLMPipeline", "TASK", "place_turns", "aligned_turns", "embed_speakers", "speaker_voices"]
