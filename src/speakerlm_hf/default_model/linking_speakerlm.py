@@ -165,11 +165,12 @@ def turn_embeddings(
     enough remains)."""
     if not turns:
         return np.zeros((0, 0)), np.zeros(0)
+    # each turn as a speaker of its own
     keyed = [{**turn, "speaker": str(number)} for number, turn in enumerate(turns)]
-    clips = speaker_clips(waveform, keyed, (), speech_mask)
-    chosen = [clips[str(number)] for number in range(len(turns))]
-    vectors = np.asarray(embed([clip for clip, _ in chosen]), dtype=np.float64)
-    return vectors, np.array([seconds for _, seconds in chosen], dtype=np.float64)
+    voices = local_speaker_embeddings(waveform, keyed, embed, (), speech_mask)
+    chosen = [voices[str(number)] for number in range(len(turns))]
+    vectors = np.stack([entry["embedding"] for entry in chosen]).astype(np.float64)
+    return vectors, np.array([entry["duration"] for entry in chosen], dtype=np.float64)
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -187,13 +188,13 @@ def registered_assignment(
     fitted shares, so a registered voice that only resembles the others' wins no turn from them."""
     similarity = np.asarray(similarity, dtype=np.float64)
     weights = np.maximum(np.asarray(seconds, dtype=np.float64), 0.05)
-    shares = np.full(similarity.shape[1], 1.0 / similarity.shape[1])
+    log_shares = np.full(similarity.shape[1], -np.log(similarity.shape[1]))
     for _ in range(rounds):
-        scores = sharpness * similarity + np.log(np.maximum(shares, 1e-12))
+        scores = sharpness * similarity + log_shares
         posteriors = np.exp(scores - scores.max(axis=1, keepdims=True))
         posteriors /= posteriors.sum(axis=1, keepdims=True)
-        shares = weights @ posteriors / weights.sum()
-    return np.argmax(sharpness * similarity + np.log(np.maximum(shares, 1e-12)), axis=1)
+        log_shares = np.log(np.maximum(weights @ posteriors / weights.sum(), 1e-12))
+    return np.argmax(sharpness * similarity + log_shares, axis=1)
 
 
 def join_touching(turns: Sequence[dict]) -> list[dict]:
@@ -273,7 +274,7 @@ def cluster_embeddings(
     merged, so a bound may be missed when a group has more members than it allows. Shorter
     embeddings then join the most similar cluster that has no member of their group, or start one.
     """
-    vectors = np.asarray(embeddings, dtype=np.float64)
+    vectors = unit_rows(embeddings)
     count = vectors.shape[0]
     if count == 0:
         return np.zeros(0, dtype=np.int64)
@@ -281,7 +282,6 @@ def cluster_embeddings(
     weights = (
         np.ones(count) if durations is None else np.maximum(np.asarray(durations, dtype=np.float64), 1e-3)
     )
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     similarity = vectors @ vectors.T
     strong = weights >= reliable_duration if durations is not None else np.ones(count, dtype=bool)
     if not strong.any():
