@@ -99,11 +99,15 @@ def test_sessions_pool_times_and_bad_times_are_named():
     assert report.sessions["a"].rate == pytest.approx(0.5)
     assert "DER %" in report.format_table(per_session=True)
     # a missing hypothesis is all missed speech; an unknown one is an error unless partial
-    assert diarization_error(reference, {"a": hypothesis["a"]}).sessions["b"].missed == pytest.approx(4.0)
+    with pytest.warns(UserWarning, match="1 of 2 reference session.*'b'.*empty"):
+        partly = diarization_error(reference, {"a": hypothesis["a"]}, max_missing_ratio=0.5)
+    assert partly.sessions["b"].missed == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="no hypothesis.*more than 10%"):
+        diarization_error(reference, {"a": hypothesis["a"]})
     with pytest.raises(ValueError, match="not in the reference"):
         diarization_error(reference, {**hypothesis, "c": []})
     with pytest.raises(ValueError, match="session 'a'.*start and end"):
-        diarization_error(reference, {"a": [{"speaker": "x", "text": "hi"}]})
+        diarization_error(reference, {**hypothesis, "a": [{"speaker": "x", "text": "hi"}]})
     with pytest.raises(ValueError, match="invalid times"):
         diarization_errors(turns(("A", 2, 1)), [])
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .scoring import reject_unknown_sessions
+from .scoring import check_sessions
 from .turns import Turn, TurnLike, as_turns, require_times
 
 __all__ = [
@@ -163,11 +163,13 @@ def diarization_error(
     hypothesis: Mapping[str, Iterable[TurnLike]],
     collar: float = 0.0,
     partial: bool = False,
+    max_missing_ratio: float = 0.1,
 ) -> DiarizationReport:
-    """DER of every reference session against the hypothesis session of the same id (a session
-    without hypothesis is all missed speech); a hypothesis session absent from the reference is an
-    error unless ``partial``."""
-    reject_unknown_sessions(reference, hypothesis, partial)
+    """DER of every reference session against the hypothesis session of the same id. As in
+    `score_sessions`: a session without hypothesis is all missed speech, with a warning, more than
+    ``max_missing_ratio`` of them is an error, and a hypothesis session absent from the reference is
+    an error unless ``partial``."""
+    check_sessions(reference, hypothesis, partial, max_missing_ratio)
     sessions = {}
     for session_id, turns in reference.items():
         try:

@@ -23,7 +23,7 @@ __all__ = [
     "MODES",
     "SessionScore",
     "ScoreReport",
-    "reject_unknown_sessions",
+    "check_sessions",
     "score_session",
     "score_sessions",
 ]
@@ -185,14 +185,26 @@ def score_session(
         raise type(error)(f"session {session_id!r}: {error}") from error
 
 
-def reject_unknown_sessions(reference: Mapping, hypothesis: Mapping, partial: bool = False) -> None:
-    """A hypothesis session absent from the reference is an error unless `partial`."""
+def check_sessions(
+    reference: Mapping, hypothesis: Mapping, partial: bool = False, max_missing_ratio: float = 0.1
+) -> None:
+    """A hypothesis session absent from the reference is an error unless `partial`; a reference
+    session missing from the hypothesis is scored as an empty hypothesis, with a warning, and more
+    than `max_missing_ratio` of them is an error (as in meeteval)."""
     extra = sorted(set(hypothesis) - set(reference))
     if extra and not partial:
         raise ValueError(
             f"{len(extra)} hypothesis session(s) are not in the reference, e.g. {extra[:5]}; "
             "pass partial=True to score only the reference's sessions"
         )
+    missing = sorted(set(reference) - set(hypothesis))
+    if missing:
+        message = (
+            f"{len(missing)} of {len(reference)} reference session(s) have no hypothesis, e.g. {missing[:5]}"
+        )
+        if len(missing) / len(reference) > max_missing_ratio:
+            raise ValueError(f"{message}; more than {max_missing_ratio:.0%} is treated as a mistake")
+        warnings.warn(f"{message}; they are scored as empty hypotheses", stacklevel=3)
 
 
 def score_sessions(
@@ -214,16 +226,7 @@ def score_sessions(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not reference:
         raise ValueError("the reference holds no session")
-    reject_unknown_sessions(reference, hypothesis, partial)
-    missing = sorted(set(reference) - set(hypothesis))
-    if missing:
-        ratio = len(missing) / len(reference)
-        message = (
-            f"{len(missing)} of {len(reference)} reference session(s) have no hypothesis, e.g. {missing[:5]}"
-        )
-        if ratio > max_missing_ratio:
-            raise ValueError(f"{message}; more than {max_missing_ratio:.0%} is treated as a mistake")
-        warnings.warn(f"{message}; they are scored as empty hypotheses", stacklevel=2)
+    check_sessions(reference, hypothesis, partial, max_missing_ratio)
     sessions = tuple(
         score_session(turns, hypothesis.get(session_id, ()), mode, collar, str(session_id), backend)
         for session_id, turns in reference.items()
