@@ -43,6 +43,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         3) previous=stage2c/final ;;
         4b) previous=stage4/final ;;
         4c) previous=stage4b/final ;;
+        4d) previous=stage4c/final ;;
         *) previous=stage$((n - 1))/final ;;
     esac
     python -m training.train "training/tiny/configs/stage$n.yaml" \
@@ -52,7 +53,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
             2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
             4b) echo "--train_data $WORK/meetings-acoustic --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4c) echo "--train_data $WORK/meetings-acoustic*/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4c | 4d) echo "--train_data $WORK/meetings-acoustic*/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -87,8 +88,12 @@ step stage3 "$WORK/stage3/final" stage 3
 step stage4 "$WORK/stage4/final" stage 4
 step stage4b "$WORK/stage4b/final" stage 4b
 step stage4c "$WORK/stage4c/final" stage 4c
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4c/final" \
+# rendered after stage 4c, whose data glob would take it in too
+step meetings-acoustic3 "$WORK/meetings-acoustic3/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 3000 --out "$WORK/meetings-acoustic3" --seed 4 --workers 2
+step stage4d "$WORK/stage4d/final" stage 4d
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4d/final" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4c/final" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4d/final" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
