@@ -29,7 +29,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .feature_extraction_speakerlm import SAMPLING_RATE, load_waveform
-from .linking_speakerlm import DEFAULT_THRESHOLD, Embedder, cluster_embeddings, model_embedder, speaker_bounds
+from .linking_speakerlm import (
+    DEFAULT_THRESHOLD,
+    Embedder,
+    cluster_embeddings,
+    model_embedder,
+    speaker_bounds,
+    unit_rows,
+)
 from .processing_speakerlm import (
     CHAT_TEMPLATE,
     SYSTEM_PROMPT,
@@ -168,11 +175,8 @@ def assign_registered(
     if not enrolled or len(centroids) == 0:
         return {}
     names = list(enrolled)
-    vectors = np.stack([np.asarray(enrolled[name], dtype=np.float64) for name in names])
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    clusters = np.asarray(centroids, dtype=np.float64)
-    clusters = clusters / np.maximum(np.linalg.norm(clusters, axis=1, keepdims=True), 1e-12)
-    similarity = clusters @ vectors.T
+    vectors = unit_rows(np.stack([np.asarray(enrolled[name], dtype=np.float64) for name in names]))
+    similarity = unit_rows(centroids) @ vectors.T
     rows, columns = linear_sum_assignment(-similarity)
     return {int(r): names[c] for r, c in zip(rows, columns, strict=True) if similarity[r, c] >= threshold}
 
@@ -229,9 +233,7 @@ class CascadeSDR:
                 load_waveform(clip, None, SAMPLING_RATE, f"enrollment clip {k} of {name!r}")
                 for k, clip in enumerate(clips)
             ]
-            vectors = np.asarray(self.embed(waveforms), dtype=np.float64)
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            enrolled[name] = vectors.mean(0)
+            enrolled[name] = unit_rows(self.embed(waveforms)).mean(0)
         return enrolled
 
     def diarize(
@@ -273,7 +275,7 @@ class CascadeSDR:
         labels = cluster_embeddings(
             embeddings, np.arange(len(spans)), durations, config.threshold, lower, upper
         )
-        unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        unit = unit_rows(embeddings)
         centroids = np.stack(
             [
                 np.average(unit[labels == k], axis=0, weights=durations[labels == k])
