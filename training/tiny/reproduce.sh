@@ -7,7 +7,7 @@
 # WORK_DIR (default: work/tiny) receives the data and every stage's output; a step whose output
 # exists is skipped, and a training stage that was interrupted resumes from its newest complete
 # checkpoint, so rerunning continues where it stopped. Needs espeak-ng and sox. Each step's wall
-# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 7 h (see
+# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 10 h (see
 # training/tiny/README.md for the measured times); set CUDA_VISIBLE_DEVICES and remove
 # `use_cpu: true` from the stage configs to train on a GPU.
 set -euo pipefail
@@ -44,6 +44,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         4b) previous=stage4/final ;;
         4c) previous=stage4b/final ;;
         4d) previous=stage4c/final ;;
+        4e) previous=stage4d/final ;;
         *) previous=stage$((n - 1))/final ;;
     esac
     python -m training.train "training/tiny/configs/stage$n.yaml" \
@@ -54,6 +55,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
             4b) echo "--train_data $WORK/meetings-acoustic --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4c | 4d) echo "--train_data $WORK/meetings-acoustic*/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4e) echo "--train_data $WORK/meetings-acoustic4/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -92,8 +94,12 @@ step stage4c "$WORK/stage4c/final" stage 4c
 step meetings-acoustic3 "$WORK/meetings-acoustic3/train-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split train --num-sessions 3000 --out "$WORK/meetings-acoustic3" --seed 4 --workers 2
 step stage4d "$WORK/stage4d/final" stage 4d
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4d/final" \
+# rendered after stage 4d, whose data glob would take it in too
+step meetings-acoustic4 "$WORK/meetings-acoustic4/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 4800 --out "$WORK/meetings-acoustic4" --seed 5 --workers 2
+step stage4e "$WORK/stage4e/final" stage 4e
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4e/final" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4d/final" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4e/final" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

@@ -1,6 +1,6 @@
 """Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
 
-    python -m training.tiny.ship --model outputs/tiny/stage4d/final --eval outputs/tiny/eval.json \
+    python -m training.tiny.ship --model outputs/tiny/stage4e/final --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
         --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
@@ -92,6 +92,13 @@ CARD = dict(
             "stage": "4d",
             "data": "4c's meetings and 3,000 more, shards shuffled; a third acoustic round on the CTC loss "
             "alone, 1,000 steps of 8",
+            "trained": "audio encoder + audio projector",
+            "frozen": "LLM, speaker extractor, speaker projector",
+        },
+        {
+            "stage": "4e",
+            "data": "4,800 newly rendered train meetings, each seen once; a fourth acoustic round on the CTC "
+            "loss alone, 600 steps of 8",
             "trained": "audio encoder + audio projector",
             "frozen": "LLM, speaker extractor, speaker projector",
         },
