@@ -30,23 +30,20 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
     printf '%s\t%d\n' "$name" $((SECONDS - began)) >>"$TIMES"
 }
 
+# The training stages in order: each starts from the one before it, stage 1 from the assembled model.
+STAGES=(1 1b 1c 2 2b 2c 3 4 4b 4c 4d 4e)
+
 stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
-    local - n=$1 previous
+    local - n=$1 previous=assembled s
     set -f  # a data glob goes to the trainer as it is
-    case $n in
-        1) previous=assembled ;;
-        1b) previous=stage1/final ;;
-        1c) previous=stage1b/final ;;
-        2) previous=stage1c/final ;;
-        2b) previous=stage2/final ;;
-        2c) previous=stage2b/final ;;
-        3) previous=stage2c/final ;;
-        4b) previous=stage4/final ;;
-        4c) previous=stage4b/final ;;
-        4d) previous=stage4c/final ;;
-        4e) previous=stage4d/final ;;
-        *) previous=stage$((n - 1))/final ;;
-    esac
+    for s in "${STAGES[@]}"; do
+        [ "$s" = "$n" ] && break
+        previous=stage$s/final
+    done
+    if [ "$s" != "$n" ]; then
+        echo "unknown stage $n (not in STAGES)" >&2
+        return 1
+    fi
     python -m training.train "training/tiny/configs/stage$n.yaml" \
         --model_name_or_path "$WORK/$previous" \
         --output_dir "$WORK/stage$n" \
