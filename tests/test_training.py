@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
+import training.train as train_module
 from speakerlm_hf.data import (
     SegmentConfig,
     SpeakerLMDataCollator,
@@ -383,3 +384,40 @@ def test_ctc_only_round_trains_the_encoder_on_role_targets(corpus, tmp_path):
     after = load_file(output / "final" / "model.safetensors")
     assert parts_that_changed(before, after) == {"audio_encoder", "audio_projector"}
     assert 0 < first_logged_loss(output) < 1e4
+
+
+def test_ctc_spoken_adds_ctc_on_role_targets_to_the_llm_loss(corpus, tmp_path):
+    """An LLM round after acoustic rounds: the LLM's loss, plus CTC on every meeting target by its
+    spoken words (`ctc_spoken`). Without it, role-labelled targets add no CTC term at all."""
+    common = dict(max_steps=1, registration_probabilities="1 0 0", timestamps=0.5, asr_probability=0.0)
+    source = corpus / "assembled"
+    runs = {
+        "none": {},
+        "plain": {"ctc_weight": 1.0},
+        "spoken": {"ctc_weight": 1.0, "ctc_spoken": "true"},
+    }
+    losses = {}
+    for name, extra in runs.items():
+        output = tmp_path / name
+        assert train_main(stage_arguments(corpus, 4, source, output, **common, **extra)) == 0
+        losses[name] = first_logged_loss(output)
+    assert losses["plain"] == pytest.approx(losses["none"], rel=1e-5), "role targets are not plain text"
+    assert losses["spoken"] > losses["none"] + 0.1, "their spoken words are scored by CTC"
+    with pytest.raises(ValueError, match="ctc_weight"):
+        model, processor = tiny_speakerlm()
+        SpeakerLMTrainer(
+            model=model,
+            args=TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none"),
+            processing_class=processor,
+            ctc_spoken=True,
+        )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bfloat16_trains_in_float32(tmp_path, monkeypatch, native):
+    assert isinstance(train_module.native_cpu_bf16(), bool)
+    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: native)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=True, report_to="none")
+    assert args.mixed_precision == "bf16"
+    train_module.cpu_precision(args)
+    assert (args.bf16, args.mixed_precision) == ((True, "bf16") if native else (False, "no"))

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 
 import datasets
+import torch
 import torch.distributed as distributed
 import yaml
 from transformers import HfArgumentParser, TrainingArguments, set_seed
@@ -140,6 +141,13 @@ class StageArguments:
         metadata={
             "help": "train the CTC loss alone, without running the LLM (an acoustic round for an encoder "
             "trained from scratch); every target counts by its spoken words"
+        },
+    )
+    ctc_spoken: bool = field(
+        default=False,
+        metadata={
+            "help": "with the LLM's loss, score CTC on every target by its spoken words, not on plain "
+            "transcripts only (an LLM round that keeps a ctc_only-trained encoder spelling meetings)"
         },
     )
     shuffle_buffer: int = field(
@@ -306,6 +314,25 @@ def build_collator(args: StageArguments, processor, task: str, seed: int) -> Ski
     return SkippingCollator(collator)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else True
+    except RuntimeError:
+        return True
+
+
+def cpu_precision(training_args: TrainingArguments) -> None:
+    """Train in float32 when bf16 is asked for on a CPU that only emulates it: there, autocast to
+    bfloat16 made a full SpeakerLM-Tiny step (speaker windows, encoder, LLM) more than ten times
+    slower (its first step 220 s against 14-17 s in float32, on 2 AVX2 cores)."""
+    if training_args.bf16 and training_args.use_cpu and not native_cpu_bf16():
+        logger.warning("this CPU has no native bfloat16: training in float32 instead of bf16")
+        training_args.bf16 = False
+        training_args.mixed_precision = "no"
+
+
 def stage_with_overrides(stage: Stage, args: StageArguments) -> Stage:
     """The stage's trainable parts and LoRA choice, unless the arguments override them."""
     if args.trainable_parts is not None:
@@ -321,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage = stage_with_overrides(STAGES[stage_args.stage], stage_args)
+    cpu_precision(training_args)
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False
     # Enrollment tensors are indexed by registered speaker, not by sample: batches must be
@@ -365,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=stage_args.max_new_tokens,
         ctc_weight=stage_args.ctc_weight,
         ctc_only=stage_args.ctc_only,
+        ctc_spoken=stage_args.ctc_spoken,
     )
     logger.info("training in %d process(es)", training_args.world_size)
     resume = latest_complete_checkpoint(

@@ -166,6 +166,10 @@ class SpeakerLMTrainer(Trainer):
             pretrained encoder's own ASR training). Every sample counts, role-labelled and
             timestamped targets by their spoken words (turns in order, labels and times removed),
             so whole multi-speaker recordings train the encoder on long, noisy, overlapped audio.
+        ctc_spoken: alongside the LLM's loss, score CTC on every sample by its spoken words (as
+            `ctc_only` does) instead of on plain transcripts only: a round that lets the LLM adapt
+            to the audio tokens of an encoder trained with `ctc_only` keeps that encoder spelling
+            whole recordings.
     """
 
     def __init__(
@@ -179,6 +183,7 @@ class SpeakerLMTrainer(Trainer):
         max_new_tokens: int = 256,
         ctc_weight: float = 0.0,
         ctc_only: bool = False,
+        ctc_spoken: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -187,7 +192,10 @@ class SpeakerLMTrainer(Trainer):
         if ctc_only and not ctc_weight:
             raise ValueError("ctc_only trains the CTC loss alone: it needs ctc_weight > 0")
         self.ctc_weight = ctc_weight
+        if ctc_spoken and not ctc_weight:
+            raise ValueError("ctc_spoken scores CTC on every sample: it needs ctc_weight > 0")
         self.ctc_only = ctc_only
+        self.ctc_spoken = ctc_spoken
         if ctc_weight and hasattr(getattr(self.model, "config", None), "audio_ctc"):
             # The checkpoints' audio tokens now spell transcripts: decoding may follow them.
             self.model.config.audio_ctc = True
@@ -219,7 +227,7 @@ class SpeakerLMTrainer(Trainer):
         if captured:
             tokens, token_lengths = captured[-1]
             loss = loss + self.ctc_weight * self.audio_ctc_loss(
-                unwrapped, tokens, token_lengths, inputs["labels"]
+                unwrapped, tokens, token_lengths, inputs["labels"], spoken=self.ctc_spoken
             )
         return (loss, outputs) if return_outputs else loss
 
