@@ -297,8 +297,9 @@ def test_prepared_folders_are_read_shuffled_and_mixed_by_seed(corpus, tmp_path):
     files = str(tmp_path / "meetings-*" / "data" / "train-*.parquet")
 
     def order(**extra):
+        extra = {"train_data": files, **extra}
         stage_args, training_args = parse_arguments(
-            stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", train_data=files, **extra)
+            stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", **extra)
         )
         return [row["id"] for row in training_dataset(stage_args, training_args.seed)]
 
@@ -309,6 +310,10 @@ def test_prepared_folders_are_read_shuffled_and_mixed_by_seed(corpus, tmp_path):
     assert any(name.startswith("b") for name in shuffled[: len(shuffled) // 2])  # the folders mix
     assert order(shuffle_buffer=4) == shuffled  # reproducible from the seed
     assert order(shuffle_buffer=4, seed=1) != shuffled
+    # folders named one by one, comma-separated: the same files in the same order, and only those
+    folders = [str(tmp_path / f"meetings-{folder}" / "data" / "train-*.parquet") for folder in ("a", "b")]
+    assert order(train_data=",".join(folders), shuffle_buffer=4) == shuffled
+    assert order(train_data=str(tmp_path / "meetings-a")) == [n for n in in_files if n.startswith("a")]
     with pytest.raises(ValueError, match="shuffle_buffer"):
         parse_arguments(stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", shuffle_buffer=-1))
 

@@ -62,7 +62,12 @@ class StageArguments:
     model_name_or_path: str = field(
         metadata={"help": "assembled model (stage 1) or the previous stage's final/"}
     )
-    train_data: str = field(metadata={"help": "folder of parquet shards, a glob, or a Hub dataset id"})
+    train_data: str = field(
+        metadata={
+            "help": "folder of parquet shards, a glob, or a Hub dataset id; prepared data may name several "
+            "folders or globs separated by commas"
+        }
+    )
     train_data_kind: str = field(
         default="auto",
         metadata={"help": "asr | simulated | prepared; auto: asr, simulated, prepared, prepared"},

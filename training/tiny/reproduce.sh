@@ -51,7 +51,8 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
             2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
             4b) echo "--train_data $WORK/meetings-acoustic --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4c | 4d) echo "--train_data $WORK/meetings-acoustic*/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4c) echo "--train_data $WORK/meetings-acoustic,$WORK/meetings-acoustic2 --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4d) echo "--train_data $WORK/meetings-acoustic,$WORK/meetings-acoustic2,$WORK/meetings-acoustic3 --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4e) echo "--train_data $WORK/meetings-acoustic4/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
@@ -87,11 +88,9 @@ step stage3 "$WORK/stage3/final" stage 3
 step stage4 "$WORK/stage4/final" stage 4
 step stage4b "$WORK/stage4b/final" stage 4b
 step stage4c "$WORK/stage4c/final" stage 4c
-# rendered after stage 4c, whose data glob would take it in too
 step meetings-acoustic3 "$WORK/meetings-acoustic3/train-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split train --num-sessions 3000 --out "$WORK/meetings-acoustic3" --seed 4 --workers 2
 step stage4d "$WORK/stage4d/final" stage 4d
-# rendered after stage 4d, whose data glob would take it in too
 step meetings-acoustic4 "$WORK/meetings-acoustic4/train-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split train --num-sessions 4800 --out "$WORK/meetings-acoustic4" --seed 5 --workers 2
 step stage4e "$WORK/stage4e/final" stage 4e

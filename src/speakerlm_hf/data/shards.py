@@ -139,10 +139,18 @@ def load_prepared(
 ) -> datasets.IterableDataset | datasets.Dataset:
     """Prepared segments through `load_dataset("parquet", ...)`, audio left encoded (decoded by the collator).
 
-    `path`: a prepared folder, a shard, a glob, or a list of shards (local or `hf://` paths).
+    `path`: a prepared folder, a shard, a glob, or a list of shards (local or `hf://` paths); a
+    string may also name several folders, shards or globs separated by commas, read in that order.
     """
     if isinstance(path, (list, tuple)):
         files = list(path)
+    elif "," in str(path):
+        sources = [source.strip() for source in str(path).split(",") if source.strip()]
+        files = [
+            file
+            for source in sources
+            for file in ([source] if source.startswith("hf://") else prepared_data_files(source, split))
+        ]
     elif str(path).startswith("hf://"):
         files = [str(path)]
     else:
