@@ -408,8 +408,8 @@ def test_ctc_spoken_adds_ctc_on_role_targets_to_the_llm_loss(corpus, tmp_path):
         losses[name] = first_logged_loss(output)
     assert losses["plain"] == pytest.approx(losses["none"], rel=1e-5), "role targets are not plain text"
     assert losses["spoken"] > losses["none"] + 0.1, "their spoken words are scored by CTC"
+    model, processor = tiny_speakerlm()
     with pytest.raises(ValueError, match="ctc_weight"):
-        model, processor = tiny_speakerlm()
         SpeakerLMTrainer(
             model=model,
             args=TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none"),

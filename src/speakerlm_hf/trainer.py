@@ -191,9 +191,9 @@ class SpeakerLMTrainer(Trainer):
             raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
         if ctc_only and not ctc_weight:
             raise ValueError("ctc_only trains the CTC loss alone: it needs ctc_weight > 0")
-        self.ctc_weight = ctc_weight
         if ctc_spoken and not ctc_weight:
             raise ValueError("ctc_spoken scores CTC on every sample: it needs ctc_weight > 0")
+        self.ctc_weight = ctc_weight
         self.ctc_only = ctc_only
         self.ctc_spoken = ctc_spoken
         if ctc_weight and hasattr(getattr(self.model, "config", None), "audio_ctc"):

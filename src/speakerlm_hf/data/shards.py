@@ -144,17 +144,13 @@ def load_prepared(
     """
     if isinstance(path, (list, tuple)):
         files = list(path)
-    elif "," in str(path):
-        sources = [source.strip() for source in str(path).split(",") if source.strip()]
+    else:
+        sources = [source.strip() for source in str(path).split(",") if source.strip()] or [str(path)]
         files = [
             file
             for source in sources
             for file in ([source] if source.startswith("hf://") else prepared_data_files(source, split))
         ]
-    elif str(path).startswith("hf://"):
-        files = [str(path)]
-    else:
-        files = prepared_data_files(path, split)
     dataset = datasets.load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming)
     return dataset.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE, decode=False))
 
