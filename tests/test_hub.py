@@ -283,7 +283,7 @@ def test_export_has_the_permissions_of_a_plain_folder(exported):
     assert modes and set(modes.values()) == {0o666 & ~umask}, modes
 
 
-def test_lora_is_merged_only_when_asked_and_the_export_has_no_adapter(trained, audio_dir, tmp_path):
+def test_lora_is_merged_only_when_asked_and_the_export_has_no_adapter(trained, audio_dir, tmp_path, capsys):
     model, processor = copy.deepcopy(trained[0]), trained[1]
     model.add_lora(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
     for name, param in model.named_parameters():
@@ -296,10 +296,27 @@ def test_lora_is_merged_only_when_asked_and_the_export_has_no_adapter(trained, a
         export_model(model, processor, tmp_path / "refused")
     assert not (tmp_path / "refused").exists() and model.has_lora
 
+    # a mid-run checkpoint of a LoRA stage loads with its adapters, as they were trained
     lora_checkpoint = tmp_path / "lora-checkpoint"
     model.save_pretrained(lora_checkpoint)
     processor.save_pretrained(lora_checkpoint)
-    with pytest.raises(ValueError, match="unmerged LoRA"):
+    config = json.loads((lora_checkpoint / "config.json").read_text())
+    assert config["lora"] == {"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    reloaded, _ = load_exported(lora_checkpoint)
+    assert reloaded.has_lora
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, before, atol=1e-5, rtol=1e-4)
+    # `speakerlm export` of such a checkpoint merges the adapters
+    assert cli.main(["export", str(lora_checkpoint), str(tmp_path / "from-checkpoint")]) == 0
+    assert "merges them" in capsys.readouterr().out
+    merged, merged_processor = load_exported(tmp_path / "from-checkpoint")
+    assert not merged.has_lora and merged.config.lora is None
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**inputs).logits, before, atol=1e-4, rtol=1e-4)
+    # without the adapters' settings (their scaling) such weights cannot be rebuilt: refused
+    del config["lora"]
+    (lora_checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unmerged LoRA.*no `lora` settings"):
         load_exported(lora_checkpoint)
 
     out = export_model(model, processor, tmp_path / "merged", merge_lora=True)

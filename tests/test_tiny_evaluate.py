@@ -1,5 +1,7 @@
 """The held-out evaluation (`training/tiny/evaluate.py`): its registration draws and what it scores."""
 
+from pathlib import Path
+
 import numpy as np
 
 from training.tiny.evaluate import registrations, score
@@ -58,3 +60,34 @@ def test_timed_hypotheses_are_also_scored_by_who_spoke_when():
     assert scores["cpcer"] == 0.0 and scores["der"] > 0.5
     untimed = [[{"speaker": t["speaker"], "text": t["text"]} for t in turns] for turns in exact]
     assert "der" not in score(sessions, untimed, "no")
+
+
+def test_turns_get_times_whatever_the_ctc_weight():
+    """Decoded by the LLM alone (CTC weight 0), the transcript's lines are still placed by forced
+    alignment on the audio tokens, as the pipeline places them."""
+    import soundfile as sf
+    import torch
+
+    from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
+    from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
+    from speakerlm_hf.transcribe import DEFAULT_MODEL
+    from training.tiny.evaluate import transcribe
+
+    model = SpeakerLMForConditionalGeneration.from_pretrained(DEFAULT_MODEL).eval()
+    processor = SpeakerLMProcessor.from_pretrained(DEFAULT_MODEL)
+    processor.match_model(model.config)
+    examples = Path(__file__).resolve().parents[1] / "src" / "speakerlm_hf" / "examples"
+    audio, _ = sf.read(examples / "meeting.wav", dtype="float32")
+    tokens = int(
+        model.encode_audio(**{k: v for k, v in processor([audio]).items() if "input_features" in k})[1][0]
+    )
+    for weight in (0.0, None):
+        with torch.no_grad():
+            texts, placements = transcribe(
+                model, processor, [{"audio": audio}], [None], 1, 200, ctc_weight=weight
+            )
+        lines = [line for line in texts[0].splitlines() if line.strip()]
+        assert placements[0] is not None and len(placements[0]) == len(lines), (weight, texts, placements)
+        spans = [span for span in placements[0] if span is not None]
+        assert spans and all(0 <= first <= last < tokens for _, first, last in spans)
+        assert [first for _, first, _ in spans] == sorted(first for _, first, _ in spans)

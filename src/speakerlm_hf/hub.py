@@ -11,7 +11,9 @@ README.md. It loads with nothing but transformers installed:
 LoRA: adapters are merged into the LLM weights at the end of every training stage and before export,
 so an exported checkpoint is a plain transformers checkpoint without a peft dependency. `export_model`
 refuses a model that still has adapters unless asked to merge them, which it does in place (a copy of
-a 7B model would double the memory). A saved checkpoint with unmerged LoRA weights is refused.
+a 7B model would double the memory). A mid-run checkpoint of a LoRA stage (config.json records the
+adapters' settings under `lora`) loads with its adapters, and `speakerlm export` merges them; unmerged
+LoRA weights without those settings are refused.
 
 Safety: `load_exported` reads safetensors only and builds the installed package's classes, so it never
 unpickles a file nor runs code from the folder.
@@ -172,10 +174,12 @@ def safetensors_files(folder: Path) -> list[Path]:
         except (SafetensorError, OSError, ValueError) as error:
             raise ValueError(f"{path} is not a valid safetensors file: {error}") from error
     lora = [name for name in found if "lora_" in name or ".base_layer." in name]
-    if lora:
+    if lora and not read_speakerlm_config(folder).get("lora"):
+        # without the adapters' settings (their scaling) the weights cannot be rebuilt
         raise ValueError(
-            f"{folder} holds unmerged LoRA weights (e.g. {lora[0]!r}); merge them before saving: "
-            "model.merge_lora(), then save_pretrained (training does this at the end of each stage)"
+            f"{folder} holds unmerged LoRA weights (e.g. {lora[0]!r}) but its config.json has no `lora` "
+            "settings; merge them before saving: model.merge_lora(), then save_pretrained (training does "
+            "this at the end of each stage)"
         )
     expected = _expected_shapes(folder)
     problems = {
@@ -465,6 +469,10 @@ def run_export(args: argparse.Namespace) -> int:
     if info.repo_id == CardInfo.repo_id:
         print(f"note: the card's usage snippets name {info.repo_id!r}; pass --repo-id to name the real repo")
     model, processor = load_exported(args.checkpoint)
+    if model.has_lora:
+        print(
+            "note: the checkpoint holds unmerged LoRA adapters (a mid-run checkpoint); the export merges them"
+        )
     out = export_model(
         model,
         processor,
@@ -474,6 +482,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         max_shard_size=args.max_shard_size,
         max_new_tokens=args.max_new_tokens,
+        merge_lora=model.has_lora,
     )
     files = check_hub_folder(out)
     print(f"exported {len(files)} files ({_size(sum(size for _, size in files))}) to {out}")

@@ -33,7 +33,7 @@ from transformers import LogitsProcessorList
 
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
-from speakerlm_hf.generation_speakerlm import transcript_logits_processors
+from speakerlm_hf.generation_speakerlm import transcript_logits_processors, transcripts_aligned_lines
 from speakerlm_hf.linking_speakerlm import model_embedder
 from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
@@ -112,7 +112,8 @@ def transcribe(
     """Greedy transcripts, decoded as the pipeline decodes them: with `constrain_labels` every turn
     starts with a registered name or an anonymous label; `ctc_weight` / `speaker_weight` as the
     pipeline's (None: the model's defaults, joint CTC decoding for a model trained with CTC).
-    Also each transcript's `aligned_lines` with joint CTC decoding (else None)."""
+    Also each transcript's `aligned_lines` (`transcripts_aligned_lines`) for a model trained with CTC
+    (`config.audio_ctc`), whatever the CTC weight (else None)."""
     texts, placements = [], []
     for start in range(0, len(sessions), batch_size):
         chunk = sessions[start : start + batch_size]
@@ -135,9 +136,12 @@ def transcribe(
             logits_processor=LogitsProcessorList(processors),
         )
         texts += processor.batch_decode(out[:, prompt_length:])
-        scorer = next((p for p in processors if hasattr(p, "line_frames")), None)
-        for k, ids in enumerate(out[:, prompt_length:].tolist()):
-            placements.append(scorer.line_frames(k, ids) if scorer is not None else None)
+        if model.config.audio_ctc:
+            placements += transcripts_aligned_lines(
+                model, processor.tokenizer, inputs, processors, out[:, prompt_length:]
+            )
+        else:
+            placements += [None] * len(chunk)
     return texts, placements
 
 
