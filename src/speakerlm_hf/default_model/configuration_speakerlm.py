@@ -20,6 +20,9 @@ START_TOKEN = "<start>"
 END_TOKEN = "<end>"
 SPECIAL_TOKENS = (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN)
 
+# What `config.lora` may hold (the arguments of `add_lora`).
+LORA_SETTINGS = ("r", "alpha", "dropout", "target_modules")
+
 # Model inputs besides the text: audio features and the registered speakers' enrollment.
 AUDIO_AND_ENROLLMENT_INPUTS = (
     "input_features",
@@ -79,6 +82,9 @@ class SpeakerLMConfig(PreTrainedConfig):
         audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
             projected enrollment embeddings.
         start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
+        lora: None, or the settings of LoRA adapters the LLM carries unmerged (`r`, `alpha`,
+            `dropout`, `target_modules`): set by `add_lora` and cleared by `merge_lora`, so that the
+            mid-run checkpoints of a LoRA stage load with their adapters. Exported models have none.
     """
 
     model_type = "speakerlm"
@@ -104,6 +110,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     start_token_id: int | None = None
     end_token_id: int | None = None
     initializer_range: float = 0.02
+    lora: dict | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.speaker_config, dict):
@@ -121,6 +128,9 @@ class SpeakerLMConfig(PreTrainedConfig):
             raise ValueError(f"speaker_label_hints must be >= 0, got {self.speaker_label_hints}")
         if self.speaker_label_hints and not self.audio_speaker_window:
             raise ValueError("speaker_label_hints needs audio_speaker_window > 0 (the windows it compares)")
+        if self.lora is not None:
+            if not isinstance(self.lora, dict) or set(self.lora) - set(LORA_SETTINGS):
+                raise ValueError(f"lora must be None or a dict of {LORA_SETTINGS}, got {self.lora!r}")
         if self.audio_config.hidden_size % self.projector_num_heads:
             raise ValueError(
                 f"projector_num_heads ({self.projector_num_heads}) must divide the audio encoder width "

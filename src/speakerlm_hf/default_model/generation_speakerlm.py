@@ -414,6 +414,26 @@ def aligned_lines(
     return found
 
 
+def transcripts_aligned_lines(
+    model, tokenizer, inputs, processors: Sequence[LogitsProcessor], generated: torch.Tensor
+) -> list:
+    """`aligned_lines` of each generated transcript of a batch (`generated`: the new tokens only):
+    by the joint decoding's `CTCPrefixScorer` among `processors`, or, when it was off (CTC weight
+    0), by forced alignment on CTC log-probabilities computed here (the audio tokens only: the
+    speaker windows are not needed). Needs a model trained with CTC (`config.audio_ctc`)."""
+    scorer = next((p for p in processors if hasattr(p, "line_frames")), None)
+    if scorer is not None:
+        return [scorer.line_frames(k, ids) for k, ids in enumerate(generated.tolist())]
+    guides = model.decoding_guides(
+        inputs["input_ids"], inputs["input_features"], inputs.get("input_features_mask")
+    )
+    log_probs, lengths = guides["log_probs"].float().cpu(), guides["lengths"].cpu()
+    return [
+        aligned_lines(tokenizer, log_probs[k, : int(lengths[k])], ids, tokenizer.pad_token_id)
+        for k, ids in enumerate(generated.tolist())
+    ]
+
+
 class CTCPrefixScorer(LogitsProcessor):
     """Joint CTC / attention decoding, and speaker labels chosen by the voice the text is heard in:
     a `LogitsProcessor` that adds the audio tokens' CTC prefix score to the LLM's next-token scores
@@ -977,4 +997,5 @@ __all__ = [
     "resolve_ctc_weight",
     "token_bytes",
     "transcript_logits_processors",
+    "transcripts_aligned_lines",
 ]

@@ -145,6 +145,9 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
+        if config.lora:
+            # a mid-run checkpoint of a LoRA stage: its weights are the adapters' and their base layers'
+            self.add_lora(**config.lora)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -579,15 +582,23 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
             "down_proj",
         ),
     ) -> None:
-        """Wrap the LLM with LoRA adapters (peft) on the given module names."""
-        from peft import LoraConfig, get_peft_model
+        """Wrap the LLM with LoRA adapters (peft) on the given module names; `config.lora` records
+        the settings until `merge_lora`, so a checkpoint saved meanwhile loads with its adapters."""
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as error:
+            raise ImportError(
+                "LoRA adapters need the peft package (pip install peft); a checkpoint whose config has "
+                "`lora` settings holds unmerged adapters"
+            ) from error
 
         if self.has_lora:
             raise ValueError("the LLM already has LoRA adapters; merge_lora() first")
-        lora_config = LoraConfig(
-            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
-        )
+        target_modules = list(target_modules)
+        lora_config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
         self.language_model = get_peft_model(self.language_model, lora_config)
+        self.config.lora = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
+        self._refresh_tied_weights()
         # New adapter modules start in training mode; follow the model's mode (LoRA dropout).
         self.train(self.training)
 
@@ -596,6 +607,13 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         if not self.has_lora:
             raise ValueError("the LLM has no LoRA adapters to merge")
         self.language_model = self.language_model.merge_and_unload()
+        self.config.lora = None
+        self._refresh_tied_weights()
+
+    def _refresh_tied_weights(self) -> None:
+        """Tied-weight names (e.g. lm_head -> embed_tokens) under the LLM's current wrapping, which
+        saving and `from_pretrained` go by."""
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
 
 
 AutoModel.register(SpeakerLMConfig, SpeakerLMForConditionalGeneration, exist_ok=True)

@@ -22,7 +22,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from transformers.pipelines.base import ChunkPipeline
 
 from .feature_extraction_speakerlm import SAMPLING_RATE, pad_features
-from .generation_speakerlm import aligned_lines, resolve_ctc_weight, transcript_logits_processors
+from .generation_speakerlm import resolve_ctc_weight, transcript_logits_processors, transcripts_aligned_lines
 from .linking_speakerlm import (
     DEFAULT_THRESHOLD,
     join_touching,
@@ -462,7 +462,13 @@ class SpeakerLMPipeline(ChunkPipeline):
             texts = self.processor.batch_decode(generated[:, prompt_length:])
             placements = [None] * len(texts)
             if info["align"]:
-                placements = self.aligned_lines(model_inputs, processors, generated[:, prompt_length:])
+                placements = transcripts_aligned_lines(
+                    self.model,
+                    self.processor.tokenizer,
+                    model_inputs,
+                    processors,
+                    generated[:, prompt_length:],
+                )
             relabel = info["align"] and relabel_speakers
             embed = model_embedder(self.model) if info["link"] or relabel else None
             # a segment holds at most the recording's people, and all of them when it is the recording
@@ -499,23 +505,6 @@ class SpeakerLMPipeline(ChunkPipeline):
             "link": info["link"],
             "is_last": info["is_last"],
         }
-
-    def aligned_lines(self, model_inputs: dict[str, Any], processors: list, generated: torch.Tensor) -> list:
-        """`generation_speakerlm.aligned_lines` of each generated transcript: by the joint decoding's
-        `CTCPrefixScorer`, or, when it was off, on CTC log-probabilities computed here (the audio
-        tokens only: the speaker windows are not needed)."""
-        scorer = next((p for p in processors if hasattr(p, "line_frames")), None)
-        if scorer is not None:
-            return [scorer.line_frames(k, ids) for k, ids in enumerate(generated.tolist())]
-        guides = self.model.decoding_guides(
-            model_inputs["input_ids"], model_inputs["input_features"], model_inputs.get("input_features_mask")
-        )
-        log_probs, lengths = guides["log_probs"].float().cpu(), guides["lengths"].cpu()
-        tokenizer = self.processor.tokenizer
-        return [
-            aligned_lines(tokenizer, log_probs[k, : int(lengths[k])], ids, tokenizer.pad_token_id)
-            for k, ids in enumerate(generated.tolist())
-        ]
 
     def postprocess(
         self,
