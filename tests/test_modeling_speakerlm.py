@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
-from speakerlm_hf.modeling_speakerlm import TRAINABLE_PARTS, SpeakerLMForConditionalGeneration
+from speakerlm_hf.configuration_speakerlm import SPEC_AUGMENT_DEFAULTS, SpeakerLMConfig
+from speakerlm_hf.modeling_speakerlm import (
+    TRAINABLE_PARTS,
+    SpeakerLMForConditionalGeneration,
+    feature_lengths,
+    spec_augment,
+)
 from speakerlm_hf.testing_utils import tiny_speakerlm, train_on_batch
 
 TARGETS = ["Mike: the release is planned for Tuesday.", "spk0: good morning everyone.\nspk1: thanks."]
@@ -202,3 +207,59 @@ def test_campplus_extractor_builds_and_runs(recordings):
     inputs = processor([recordings[0][0]], speakers={"Lucy": noise(2.0, 5)})
     with torch.no_grad():
         assert model(**inputs).logits.shape[-1] == model.config.text_config.vocab_size
+
+
+def test_spec_augment_masks_bands_and_stretches_only_while_the_encoder_trains(recordings):
+    audio, speakers = recordings
+    model, processor = tiny_speakerlm(spec_augment={"num_mel_bins": 80, "time_mask_rate": 0.1})
+    assert model.config.spec_augment == {**SPEC_AUGMENT_DEFAULTS, "time_mask_rate": 0.1}
+    inputs = processor(audio, speakers=speakers)
+    features = inputs["input_features"]
+    stacks = features.shape[-1] // 80
+    lengths = feature_lengths(features, inputs.get("input_features_mask"))
+    torch.manual_seed(0)
+    masked = spec_augment(features, lengths, model.config.spec_augment)
+    zeroed = (masked == 0) & (features != 0)
+    for row, length in enumerate(lengths.tolist()):
+        cut = zeroed[row, :length].reshape(length, stacks, 80)
+        # the same mel bins in every stacked frame; whole frames for the time masks
+        bands = cut.all(0)
+        assert torch.equal(bands.all(0), bands.any(0)) and 0 < int(bands.any(0).sum()) <= 20
+        frames = cut.flatten(1).all(1)
+        assert 0 < int(frames.sum()) <= round(0.1 * length) * 5
+        kept = ~(bands.any(0)[None, None, :] | frames[:, None, None]).expand(length, stacks, 80)
+        assert torch.equal(
+            masked[row, :length].reshape(length, stacks, 80)[kept],
+            features[row, :length].reshape(length, stacks, 80)[kept],
+        )
+
+    seen = []
+    model.audio_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(args[0].clone()), with_kwargs=True
+    )
+    model.eval()
+    with torch.no_grad():
+        model.encode_audio(features, inputs.get("input_features_mask"))
+    model.train()
+    model.set_trainable_parts(["audio_projector"])  # a frozen encoder hears clean features
+    with torch.no_grad():
+        model.encode_audio(features, inputs.get("input_features_mask"))
+    model.set_trainable_parts(["audio_encoder", "audio_projector"])
+    with torch.no_grad():
+        model.encode_audio(features, inputs.get("input_features_mask"))
+    assert torch.equal(seen[0], features) and torch.equal(seen[1], features)
+    assert not torch.equal(seen[2], features) and (seen[2] == 0).sum() > (features == 0).sum()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"freq_masks": -1}, "integers"),
+        ({"num_mel_bins": 81}, "divide"),
+        ({"time_mask_rate": 2}, r"\[0, 1\]"),
+        ({"bogus": 1}, "dict of"),
+    ],
+)
+def test_bad_spec_augment_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_speakerlm(spec_augment=settings)
