@@ -23,6 +23,37 @@ SPECIAL_TOKENS = (AUDIO_TOKEN, SPEAKER_TOKEN, START_TOKEN, END_TOKEN)
 # What `config.lora` may hold (the arguments of `add_lora`).
 LORA_SETTINGS = ("r", "alpha", "dropout", "target_modules")
 
+# SpecAugment while the audio encoder trains (`spec_augment`): two bands of up to 10 of 80 mel bins,
+# and a stretch of up to 5 frames (0.3 s at 60 ms) per 50 frames, about 5% of the time.
+SPEC_AUGMENT_DEFAULTS = {
+    "num_mel_bins": 80,
+    "freq_masks": 2,
+    "max_freq_width": 10,
+    "time_mask_rate": 0.02,
+    "max_time_width": 5,
+}
+
+
+def spec_augment_settings(settings: dict, input_size: int) -> dict:
+    """`settings` completed with `SPEC_AUGMENT_DEFAULTS`, checked against the encoder's input size."""
+    if not isinstance(settings, dict) or set(settings) - set(SPEC_AUGMENT_DEFAULTS):
+        raise ValueError(
+            f"spec_augment must be None or a dict of {sorted(SPEC_AUGMENT_DEFAULTS)}, got {settings!r}"
+        )
+    full = {**SPEC_AUGMENT_DEFAULTS, **settings}
+    bins = full["num_mel_bins"]
+    if not (isinstance(bins, int) and bins > 0 and input_size % bins == 0):
+        raise ValueError(
+            f"spec_augment num_mel_bins must divide the audio input size {input_size}, got {bins!r}"
+        )
+    counts = ("freq_masks", "max_freq_width", "max_time_width")
+    if any(not isinstance(full[k], int) or full[k] < 0 for k in counts) or full["max_freq_width"] > bins:
+        raise ValueError(f"spec_augment {counts} must be integers >= 0 (widths at most num_mel_bins): {full}")
+    if not 0 <= float(full["time_mask_rate"]) <= 1:
+        raise ValueError(f"spec_augment time_mask_rate must be in [0, 1], got {full['time_mask_rate']!r}")
+    return full
+
+
 # Model inputs besides the text: audio features and the registered speakers' enrollment.
 AUDIO_AND_ENROLLMENT_INPUTS = (
     "input_features",
@@ -82,6 +113,11 @@ class SpeakerLMConfig(PreTrainedConfig):
         audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
             projected enrollment embeddings.
         start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
+        spec_augment: None, or SpecAugment settings applied to the audio features while the audio
+            encoder trains (`modeling_speakerlm.spec_augment`): `num_mel_bins` (of each stacked
+            frame), `freq_masks`, `max_freq_width` (bins), `time_mask_rate` (masks per valid frame)
+            and `max_time_width` (frames); missing keys take `SPEC_AUGMENT_DEFAULTS`. Never applied
+            at inference.
         lora: None, or the settings of LoRA adapters the LLM carries unmerged (`r`, `alpha`,
             `dropout`, `target_modules`): set by `add_lora` and cleared by `merge_lora`, so that the
             mid-run checkpoints of a LoRA stage load with their adapters. Exported models have none.
@@ -110,6 +146,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     start_token_id: int | None = None
     end_token_id: int | None = None
     initializer_range: float = 0.02
+    spec_augment: dict | None = None
     lora: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -128,6 +165,8 @@ class SpeakerLMConfig(PreTrainedConfig):
             raise ValueError(f"speaker_label_hints must be >= 0, got {self.speaker_label_hints}")
         if self.speaker_label_hints and not self.audio_speaker_window:
             raise ValueError("speaker_label_hints needs audio_speaker_window > 0 (the windows it compares)")
+        if self.spec_augment is not None:
+            self.spec_augment = spec_augment_settings(self.spec_augment, self.audio_config.input_size)
         if self.lora is not None:
             if not isinstance(self.lora, dict) or set(self.lora) - set(LORA_SETTINGS):
                 raise ValueError(f"lora must be None or a dict of {LORA_SETTINGS}, got {self.lora!r}")

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from .configuration_speakerlm import AUDIO_AND_ENROLLMENT_INPUTS, SpeakerLMConfig
+from .configuration_speakerlm import AUDIO_AND_ENROLLMENT_INPUTS, SpeakerLMConfig, spec_augment_settings
 from .modeling_campplus import CAMPPlusModel
 from .modeling_eres2netv2 import ERes2NetV2Model
 from .modeling_sensevoice import SenseVoiceEncoderModel
@@ -41,6 +41,28 @@ def feature_lengths(features: torch.Tensor, mask: torch.Tensor | None) -> torch.
     if mask is None:
         return torch.full((features.shape[0],), features.shape[1], dtype=torch.long, device=features.device)
     return mask.sum(-1).long()
+
+
+def spec_augment(features: torch.Tensor, lengths: torch.Tensor, settings: dict) -> torch.Tensor:
+    """SpecAugment masks (Park et al. 2019) on a batch of stacked fbank frames (batch, frames, dim),
+    where `dim` is `num_mel_bins` x frames stacked (low frame rate): per sample `freq_masks` bands of
+    up to `max_freq_width` mel bins, the same bins in every stacked frame, and
+    `time_mask_rate` x valid frames (rounded) stretches of up to `max_time_width` frames, set to 0
+    (the mean of the normalised features). Masks are drawn from torch's global generator."""
+    bins = int(settings["num_mel_bins"])
+    batch, frames, dim = features.shape
+    keep = torch.ones(batch, frames, bins, dtype=torch.bool)
+    for row, length in enumerate(lengths.tolist()):
+        for _ in range(int(settings["freq_masks"])):
+            width = int(torch.randint(0, int(settings["max_freq_width"]) + 1, ()))
+            first = int(torch.randint(0, bins - width + 1, ()))
+            keep[row, :, first : first + width] = False
+        for _ in range(round(float(settings["time_mask_rate"]) * length)):
+            width = int(torch.randint(0, int(settings["max_time_width"]) + 1, ()))
+            first = int(torch.randint(0, max(1, length - width + 1), ()))
+            keep[row, first : first + width] = False
+    keep = keep.repeat(1, 1, dim // bins).to(features.device)
+    return features * keep.to(features.dtype)
 
 
 class SpeakerLMProjectorLayer(nn.Module):
@@ -135,6 +157,9 @@ class SpeakerLMPreTrainedModel(PreTrainedModel):
 class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixin):
     def __init__(self, config: SpeakerLMConfig):
         super().__init__(config)
+        if config.spec_augment is not None:
+            # completed and checked here too: `from_pretrained(path, spec_augment=...)` skips the config's checks
+            config.spec_augment = spec_augment_settings(config.spec_augment, config.audio_config.input_size)
         self.audio_encoder = SenseVoiceEncoderModel(config.audio_config)
         self.audio_projector = SpeakerLMAudioProjector(config)
         self.speaker_encoder = SPEAKER_ENCODER_CLASSES[config.speaker_config.model_type](
@@ -204,6 +229,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         """The audio projector's tokens (B, T, hidden), tokens per sample and input frames per
         sample: the audio content of the audio tokens, before any speaker window is added."""
         lengths = feature_lengths(input_features, input_features_mask)
+        if self.training and self.config.spec_augment and self.audio_encoder.training:
+            input_features = spec_augment(input_features, lengths, self.config.spec_augment)
         encoded = self.audio_encoder(input_features, feature_lengths=lengths)
         tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
         return tokens, token_lengths, lengths
