@@ -229,7 +229,8 @@ class SpeakerLMForConditionalGeneration(SpeakerLMPreTrainedModel, GenerationMixi
         """The audio projector's tokens (B, T, hidden), tokens per sample and input frames per
         sample: the audio content of the audio tokens, before any speaker window is added."""
         lengths = feature_lengths(input_features, input_features_mask)
-        if self.training and self.config.spec_augment and self.audio_encoder.training:
+        # the encoder's own mode: a frozen encoder stays in eval mode while the rest trains
+        if self.config.spec_augment and self.audio_encoder.training:
             input_features = spec_augment(input_features, lengths, self.config.spec_augment)
         encoded = self.audio_encoder(input_features, feature_lengths=lengths)
         tokens, token_lengths = self.audio_projector(encoded.last_hidden_state, encoded.output_lengths)
