@@ -11,6 +11,7 @@ SUBCOMMAND_MODULES = (
     "speakerlm_hf.assemble",
     "speakerlm_hf.metrics.cli",
     "speakerlm_hf.hub",
+    "speakerlm_hf.averaging",
     "speakerlm_hf.data.prepare",
     "speakerlm_hf.transcribe",
 )
