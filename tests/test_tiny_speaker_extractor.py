@@ -28,6 +28,7 @@ from training.tiny.speaker_extractor import (
     CropStream,
     augment,
     build_extractor,
+    speaker_centroids,
     speaker_crop,
     split_held_out,
     train_extractor,
@@ -227,9 +228,111 @@ def test_short_training_lowers_the_aam_loss_and_saves_a_reloadable_extractor(tin
     assert embeddings.shape == (1, 32) and embeddings.norm().item() == pytest.approx(1.0)
 
 
+@pytest.mark.skipif(not HAS_SYNTHESIS, reason="needs espeak-ng and sox")
+def test_training_continues_a_speakerlm_checkpoints_speaker_encoder(tiny_corpus, tmp_path):
+    from speakerlm_hf.modeling_campplus import CAMPPlusModel
+    from speakerlm_hf.testing_utils import tiny_speakerlm
+
+    model, _ = tiny_speakerlm("campplus")
+    model.save_pretrained(tmp_path / "speakerlm")
+    extractor = load_extractor(tmp_path / "speakerlm")
+    assert isinstance(extractor, CAMPPlusModel) and not extractor.training
+    features = torch.randn(2, 150, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(extractor(features), model.speaker_encoder.eval()(features))
+
+    data = load_speaker_utterances(tiny_corpus, "train")
+    centroids = speaker_centroids(extractor, data, seed=0, per_speaker=2, seconds=1.0)
+    assert centroids.shape == (len(data.speakers), extractor.config.embedding_size)
+    torch.testing.assert_close(centroids.norm(dim=-1), torch.ones(len(data.speakers)))
+
+    with pytest.raises(ValueError, match="config_overrides cannot change"):
+        train_extractor(
+            tiny_corpus, tmp_path / "x", init_from=tmp_path / "speakerlm", config_overrides={"a": 1}
+        )
+    out = tmp_path / "continued"
+    continued, summary = train_extractor(
+        tiny_corpus,
+        out,
+        steps=2,
+        batch_size=8,
+        crop_seconds=(0.5, 0.5),
+        learning_rate=1e-3,
+        warmup_steps=0,
+        augment_config=None,
+        held_out_speakers=2,
+        eval_every=0,
+        save_every=0,
+        threads=1,
+        init_from=tmp_path / "speakerlm",
+        data_seed=4,
+    )
+    assert summary["arch"] == "campplus" and summary["data_seed"] == 4
+    assert summary["init_from"] == str(tmp_path / "speakerlm")
+    assert continued.config.embedding_size == model.config.speaker_config.embedding_size
+    start = dict(extractor.named_parameters())
+    moved = [name for name, p in continued.named_parameters() if not torch.equal(p, start[name])]
+    assert moved, "two optimiser steps changed no weight of the continued extractor"
+    assert isinstance(load_extractor(out), CAMPPlusModel)
+
+    (tmp_path / "speakerlm" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_extractor(tmp_path / "speakerlm")
+
+
 def test_campplus_tiny_extractor_size():
     model = build_extractor("campplus").eval()
     assert sum(p.numel() for p in model.parameters()) == 1_220_660
     assert model(torch.randn(1, 120, 80)).shape == (1, 192)
     with pytest.raises(ValueError, match="arch must be one of"):
         build_extractor("xvector")
+
+
+def test_replace_extractor_swaps_only_the_speaker_encoder(tmp_path):
+    from safetensors.torch import load_file
+
+    from speakerlm_hf.testing_utils import tiny_speakerlm
+    from training.tiny.replace_extractor import main as replace_main
+    from training.tiny.replace_extractor import replace_extractor
+
+    def save(model, processor, folder):
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        return folder
+
+    model, processor = tiny_speakerlm("campplus", seed=0)
+    donor, _ = tiny_speakerlm("campplus", seed=1)
+    base = save(model, processor, tmp_path / "base")
+    donor.speaker_encoder.save_pretrained(tmp_path / "extractor")
+    out = tmp_path / "swapped"
+    assert replace_extractor(base, tmp_path / "extractor", out) > 0
+    before, donor_weights, after = (
+        load_file(f)
+        for f in (
+            base / "model.safetensors",
+            tmp_path / "extractor" / "model.safetensors",
+            out / "model.safetensors",
+        )
+    )
+    assert after.keys() == before.keys()
+    for name, tensor in after.items():
+        if name.startswith("speaker_encoder."):
+            assert torch.equal(tensor, donor_weights[name.removeprefix("speaker_encoder.")]), name
+        else:
+            assert torch.equal(tensor, before[name]), name
+    assert any(not torch.equal(after[n], before[n]) for n in after if n.startswith("speaker_encoder."))
+
+    # an extractor of another architecture or size is refused, and nothing is written
+    other, _ = tiny_speakerlm("eres2netv2", seed=0)
+    other.speaker_encoder.save_pretrained(tmp_path / "eres2net")
+    with pytest.raises(ValueError, match="ERes2NetV2Model.*CAMPPlusModel"):
+        replace_extractor(base, tmp_path / "eres2net", tmp_path / "refused")
+    small = build_extractor("campplus", embedding_size=32, block_layers=[1, 1, 1])
+    small.save_pretrained(tmp_path / "small")
+    with pytest.raises(SystemExit, match="does not have the sizes"):
+        replace_main(
+            ["--model", str(base), "--extractor", str(tmp_path / "small"), "--out", str(tmp_path / "refused")]
+        )
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(SystemExit, match="already exists|not empty"):
+        replace_main(["--model", str(base), "--extractor", str(tmp_path / "extractor"), "--out", str(out)])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
@@ -279,18 +280,53 @@ def _small_set_accuracy(scores: np.ndarray, column: np.ndarray, size: int, rng: 
 
 
 def load_extractor(path: str | Path) -> PreTrainedModel:
-    """An eval-mode ERes2NetV2 or CAM++ extractor saved with `save_pretrained`, picked by its config."""
+    """An eval-mode ERes2NetV2 or CAM++ extractor, picked by its config.
+
+    `path` is a folder written by the extractor's `save_pretrained`, or a SpeakerLM checkpoint
+    folder, whose frozen speaker encoder (`speaker_config`, `speaker_encoder.*` weights) is taken.
+    """
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
             f"{str(config_file)!r} does not exist; pass a folder written by save_pretrained"
         )
-    model_type = json.loads(config_file.read_text()).get("model_type")
+    config = json.loads(config_file.read_text())
+    model_type = config.get("model_type")
+    if model_type == "speakerlm":
+        return _speakerlm_speaker_encoder(Path(path), config)
     if model_type not in EXTRACTOR_CLASSES:
         raise ValueError(
-            f"{str(config_file)!r} has model_type {model_type!r}; expected one of {list(EXTRACTOR_CLASSES)}"
+            f"{str(config_file)!r} has model_type {model_type!r}; expected one of "
+            f"{list(EXTRACTOR_CLASSES)} or 'speakerlm'"
         )
     return EXTRACTOR_CLASSES[model_type].from_pretrained(path).eval()
+
+
+def _speakerlm_speaker_encoder(path: Path, config: dict) -> PreTrainedModel:
+    """The speaker encoder of the SpeakerLM checkpoint at `path` (single `model.safetensors` file)."""
+    speaker_config = dict(config.get("speaker_config") or {})
+    model_type = speaker_config.get("model_type")
+    if model_type not in EXTRACTOR_CLASSES:
+        raise ValueError(
+            f"{str(path / 'config.json')!r}: speaker_config has model_type {model_type!r}; "
+            f"expected one of {list(EXTRACTOR_CLASSES)}"
+        )
+    weights_file = path / "model.safetensors"
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{str(weights_file)!r} does not exist")
+    extractor_class = EXTRACTOR_CLASSES[model_type]
+    for key in ("model_type", "architectures", "_name_or_path", "transformers_version"):
+        speaker_config.pop(key, None)
+    extractor = extractor_class(extractor_class.config_class(**speaker_config))
+    prefix = "speaker_encoder."
+    state = {k[len(prefix) :]: v for k, v in load_file(str(weights_file)).items() if k.startswith(prefix)}
+    missing, unexpected = extractor.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(weights_file)!r}: the speaker encoder's weights do not match its config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return extractor.eval()
 
 
 def build_parser() -> argparse.ArgumentParser:

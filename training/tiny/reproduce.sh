@@ -94,8 +94,15 @@ step stage4d "$WORK/stage4d/final" stage 4d
 step meetings-acoustic4 "$WORK/meetings-acoustic4/train-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split train --num-sessions 4800 --out "$WORK/meetings-acoustic4" --seed 5 --workers 2
 step stage4e "$WORK/stage4e/final" stage 4e
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4e/final" \
+# the frozen extractor trained further on its own, then put back into stage 4e's checkpoint
+step speaker-extractor2 "$WORK/speaker_extractor2/model.safetensors" python -m training.tiny.speaker_extractor \
+    --corpus "$CORPUS" --out "$WORK/speaker_extractor2" --steps 600 --batch-size 64 --crop-seconds 2.0 2.5 \
+    --lr 1e-3 --warmup-steps 20 --margin-warmup-steps 0 --prototypical-weight 1.0 --eval-every 100 \
+    --save-every 100 --threads 1 --init-from "$WORK/stage4e/final" --data-seed 7
+step stage4e-x2 "$WORK/stage4e-x2" python -m training.tiny.replace_extractor --model "$WORK/stage4e/final" \
+    --extractor "$WORK/speaker_extractor2" --out "$WORK/stage4e-x2"
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4e-x2" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4e/final" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4e-x2" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

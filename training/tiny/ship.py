@@ -1,6 +1,6 @@
 """Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
 
-    python -m training.tiny.ship --model outputs/tiny/stage4e/final --eval outputs/tiny/eval.json \
+    python -m training.tiny.ship --model outputs/tiny/stage4e-x2 --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
         --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
@@ -101,6 +101,13 @@ CARD = dict(
             "loss alone, 600 steps of 8",
             "trained": "audio encoder + audio projector",
             "frozen": "LLM, speaker extractor, speaker projector",
+        },
+        {
+            "stage": "extractor",
+            "data": "the synthetic corpus's train voices again; the frozen CAM++ trained 600 more steps of 64 "
+            "crops on its own (AAM + angular prototypical loss) and put back in place of the old one",
+            "trained": "speaker extractor",
+            "frozen": "everything else",
         },
     ],
     training_data=(

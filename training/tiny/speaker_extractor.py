@@ -43,6 +43,7 @@ from training.tiny.eval_speaker_extractor import (
     all_pair_trials,
     compute_eer,
     embed_waveforms,
+    load_extractor,
     load_speaker_utterances,
 )
 
@@ -340,6 +341,23 @@ def split_held_out(
     return data.subset(np.flatnonzero(~is_held)), data.subset(held_indices)
 
 
+def speaker_centroids(
+    extractor: PreTrainedModel, data: SpeakerUtterances, seed: int, per_speaker: int = 3, seconds: float = 4.0
+) -> torch.Tensor:
+    """Mean L2-normalised embedding (speakers, E) of up to `per_speaker` random utterances per speaker.
+
+    Each utterance is cut to its first `seconds`, to keep this to a minute or two on a CPU.
+    """
+    rng = np.random.default_rng([seed, 23])
+    samples = int(seconds * SAMPLING_RATE)
+    centroids = []
+    for indices in data.indices_by_speaker():
+        chosen = rng.choice(indices, min(per_speaker, len(indices)), replace=False)
+        embeddings = embed_waveforms(extractor, [data.waveform(int(i))[:samples] for i in chosen])
+        centroids.append(F.normalize(embeddings.mean(0), dim=-1))
+    return torch.stack(centroids)
+
+
 def train_extractor(
     corpus: str | Path,
     out: str | Path,
@@ -363,13 +381,21 @@ def train_extractor(
     threads: int = 2,
     seed: int = 0,
     config_overrides: dict | None = None,
+    init_from: str | Path | None = None,
+    data_seed: int | None = None,
 ) -> tuple[PreTrainedModel, dict]:
     """Train, save the frozen extractor to `out` with `save_pretrained`; returns it and a summary (also in `out`).
 
     `margin_warmup_steps` defaults to a fifth of `steps`; `augment_config=None` trains on clean crops;
     `prototypical_weight` > 0 adds the angular prototypical loss on same-speaker crop pairs (then
-    `batch_size` must be even).
+    `batch_size` must be even). `init_from` continues a trained extractor (its folder, or a SpeakerLM
+    checkpoint's speaker encoder) instead of starting from scratch; its AAM rows start at the train
+    speakers' mean embeddings, so the first steps refine the embedding space rather than scramble it.
+    `seed` also picks the held-out speakers; `data_seed` (default: `seed`) alone draws the crops, so
+    a continued run keeps the first run's held-out speakers while hearing new crops.
     """
+    if init_from is not None and config_overrides:
+        raise ValueError("config_overrides cannot change an extractor given by init_from")
     if prototypical_weight > 0 and batch_size % 2:
         raise ValueError(f"batch_size must be even for the pair loss, got {batch_size}")
     with _torch_threads(threads):
@@ -386,9 +412,18 @@ def train_extractor(
             file=sys.stderr,
             flush=True,
         )
-        extractor = build_extractor(arch, **(config_overrides or {}))
+        if init_from is None:
+            extractor = build_extractor(arch, **(config_overrides or {}))
+        else:
+            extractor = load_extractor(init_from).train()
+            extractor.requires_grad_(True)
+            arch = extractor.config.model_type
         model = SpeakerClassifier(extractor, len(train_data.speakers), scale, margin, prototypical_weight)
+        if init_from is not None:
+            with torch.no_grad():
+                model.head.weight.copy_(speaker_centroids(extractor, train_data, seed))
         num_parameters = sum(p.numel() for p in extractor.parameters())
+        crop_seed = seed if data_seed is None else data_seed
         warmup = steps // 5 if margin_warmup_steps is None else margin_warmup_steps
         loss_log = LossLog(out / "train_log.jsonl")
         eer_log = HeldOutEER(extractor, held_out, eval_every, out / "held_out_eer.jsonl")
@@ -416,8 +451,8 @@ def train_extractor(
         trainer = Trainer(
             model=model,
             args=args,
-            train_dataset=CropStream(train_data, crop_seconds[1], seed, pairs=prototypical_weight > 0),
-            data_collator=CropCollator(crop_seconds, augment_config, seed),
+            train_dataset=CropStream(train_data, crop_seconds[1], crop_seed, pairs=prototypical_weight > 0),
+            data_collator=CropCollator(crop_seconds, augment_config, crop_seed),
             callbacks=[MarginWarmup(model.head, margin, warmup), eer_log, loss_log],
         )
         resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
@@ -442,6 +477,8 @@ def train_extractor(
             "batch_size": batch_size,
             "crop_seconds": list(crop_seconds),
             "resumed_from": resume,
+            "init_from": str(init_from) if init_from is not None else None,
+            "data_seed": crop_seed,
             "train_seconds": round(train_seconds, 1),
             "losses": loss_log.losses,
             "held_out_eer": eer_log.history,
@@ -499,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--init-from",
+        default=None,
+        help="continue a trained extractor: its folder, or a SpeakerLM checkpoint (its speaker encoder)",
+    )
+    parser.add_argument(
+        "--data-seed", type=int, default=None, help="seed of the crops alone (default: --seed)"
+    )
+    parser.add_argument(
         "--config", default=None, help="JSON of extractor config overrides, e.g. '{\"m_channels\": 8}'"
     )
     return parser
@@ -533,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         seed=args.seed,
         config_overrides=json.loads(args.config) if args.config else None,
+        init_from=args.init_from,
+        data_seed=args.data_seed,
     )
     print(json.dumps({k: summary[k] for k in ("parameters", "steps", "train_seconds", "final_held_out_eer")}))
     return 0
