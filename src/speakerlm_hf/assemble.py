@@ -228,14 +228,23 @@ def move_into_place(new: Path, target: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_output_folder(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The absolute output folder; FileExistsError when something other than an empty folder is
+    there and `overwrite` is off. Call it before long work to fail early; `save_atomically` calls it."""
+    target = Path(output_dir).absolute()
+    if target.exists() and not overwrite and not (target.is_dir() and not any(target.iterdir())):
+        raise FileExistsError(
+            f"{target} exists and is not empty; choose a new output folder or pass overwrite"
+        )
+    return target
+
+
 def save_atomically(model, processor, output_dir: str | os.PathLike, overwrite: bool = False) -> None:
     """Write model and processor into a temporary sibling folder, then move it into place, so a
     failure never leaves a half-written checkpoint (nor, with `overwrite`, loses the old one)."""
-    target = Path(output_dir).absolute()
+    target = check_output_folder(output_dir, overwrite)
     if target.is_dir() and not any(target.iterdir()):
         target.rmdir()
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty; choose a new output folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".speakerlm-", dir=target.parent))
     try:

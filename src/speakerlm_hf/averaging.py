@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .assemble import save_atomically
+from .assemble import check_output_folder, save_atomically
 from .hub import load_exported
 
 AVERAGE_DESCRIPTION = """\
@@ -67,10 +67,7 @@ def average_checkpoints(
     for folder in folders:
         if folder.absolute() == target:
             raise ValueError(f"the output folder {target} is also a checkpoint to average; write elsewhere")
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not overwrite:
-        raise FileExistsError(
-            f"{target} exists and is not empty; choose a new output folder or pass overwrite"
-        )
+    check_output_folder(target, overwrite)  # before loading every checkpoint
 
     model, processor = _loaded(folders[0])
     state = model.state_dict()

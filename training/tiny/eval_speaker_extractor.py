@@ -24,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from speakerlm_hf.audio_frontend import speaker_features
 from speakerlm_hf.configuration_speaker_encoders import CAMPPlusConfig, ERes2NetV2Config
+from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
 from speakerlm_hf.data.audio import SAMPLING_RATE, decode_audio
+from speakerlm_hf.hub import safetensors_files
 from speakerlm_hf.modeling_campplus import CAMPPlusModel
 from speakerlm_hf.modeling_eres2netv2 import ERes2NetV2Model
 from training.synthetic.corpus import load_utterances
@@ -290,10 +292,9 @@ def load_extractor(path: str | Path) -> PreTrainedModel:
         raise FileNotFoundError(
             f"{str(config_file)!r} does not exist; pass a folder written by save_pretrained"
         )
-    config = json.loads(config_file.read_text())
-    model_type = config.get("model_type")
+    model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type == "speakerlm":
-        return _speakerlm_speaker_encoder(Path(path), config)
+        return _speakerlm_speaker_encoder(Path(path))
     if model_type not in EXTRACTOR_CLASSES:
         raise ValueError(
             f"{str(config_file)!r} has model_type {model_type!r}; expected one of "
@@ -302,30 +303,22 @@ def load_extractor(path: str | Path) -> PreTrainedModel:
     return EXTRACTOR_CLASSES[model_type].from_pretrained(path).eval()
 
 
-def _speakerlm_speaker_encoder(path: Path, config: dict) -> PreTrainedModel:
-    """The speaker encoder of the SpeakerLM checkpoint at `path` (single `model.safetensors` file)."""
-    speaker_config = dict(config.get("speaker_config") or {})
-    model_type = speaker_config.get("model_type")
-    if model_type not in EXTRACTOR_CLASSES:
-        raise ValueError(
-            f"{str(path / 'config.json')!r}: speaker_config has model_type {model_type!r}; "
-            f"expected one of {list(EXTRACTOR_CLASSES)}"
-        )
-    weights_file = path / "model.safetensors"
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{str(weights_file)!r} does not exist")
-    extractor_class = EXTRACTOR_CLASSES[model_type]
-    for key in ("model_type", "architectures", "_name_or_path", "transformers_version"):
-        speaker_config.pop(key, None)
-    extractor = extractor_class(extractor_class.config_class(**speaker_config))
+def _speakerlm_speaker_encoder(path: Path) -> PreTrainedModel:
+    """The speaker encoder of the SpeakerLM checkpoint at `path`.
+
+    The weight files (one, or shards) are checked against the config as `load_exported` checks
+    them, and only the speaker encoder's tensors are read, not the LLM's.
+    """
+    speaker_config = SpeakerLMConfig.from_pretrained(path).speaker_config
+    extractor = EXTRACTOR_CLASSES[speaker_config.model_type](speaker_config)
     prefix = "speaker_encoder."
-    state = {k[len(prefix) :]: v for k, v in load_file(str(weights_file)).items() if k.startswith(prefix)}
-    missing, unexpected = extractor.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{str(weights_file)!r}: the speaker encoder's weights do not match its config "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    state = {}
+    for weights_file in safetensors_files(path):
+        with safe_open(str(weights_file), "pt") as weights:
+            for name in weights.keys():
+                if name.startswith(prefix):
+                    state[name[len(prefix) :]] = weights.get_tensor(name)
+    extractor.load_state_dict(state, strict=True)
     return extractor.eval()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from speakerlm_hf.assemble import save_atomically
+from speakerlm_hf.assemble import check_output_folder, save_atomically
 from speakerlm_hf.hub import load_exported
 from training.tiny.eval_speaker_extractor import load_extractor
 
@@ -34,6 +34,7 @@ def replace_extractor(
     the number of tensors replaced. Raises ValueError when the extractor does not fit the model."""
     if Path(output_dir).absolute() == Path(model_dir).absolute():
         raise ValueError(f"the output folder {output_dir} is the model folder; write elsewhere")
+    check_output_folder(output_dir, overwrite)  # before loading the model
     model, processor = load_exported(model_dir)
     extractor = load_extractor(extractor_dir)
     current = model.speaker_encoder
