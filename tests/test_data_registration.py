@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from speakerlm_hf.data.collator import SpeakerLMDataCollator, relabel_turns
+from speakerlm_hf.data.collator import SpeakerLMDataCollator, relabel_turns, speed_perturb
 from speakerlm_hf.data.registration import (
     CHINESE_NAMES,
     DEFAULT_NAMES,
@@ -244,3 +244,46 @@ def test_bad_name_pools_are_refused_naming_the_pool(tmp_path, content):
         (tmp_path / "pool.txt").write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match="klingon" if content is None else "pool.txt"):
         name_pool(spec if content is not None else "klingon")
+
+
+def test_speed_perturb_moves_pitch_and_length():
+    tone = np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE).astype(np.float32)
+    faster, slower = speed_perturb(tone, 1.1), speed_perturb(tone, 0.9)
+    assert len(faster) == round(RATE / 1.1) + 1 and len(slower) == round(RATE / 0.9)
+
+    def peak(wave):
+        window = wave[: RATE // 2] * np.hanning(RATE // 2)
+        return np.abs(np.fft.rfft(window)).argmax() * 2  # 2 Hz per bin over half a second
+
+    assert abs(peak(faster) - 484) <= 2 and abs(peak(slower) - 396) <= 2
+    assert np.array_equal(speed_perturb(tone, 1.0), tone)
+    with pytest.raises(ValueError, match="positive"):
+        speed_perturb(tone, 0.0)
+
+
+def test_collator_speed_perturbation_scales_audio_times_and_enrollment(bank, processor):
+    sampler = RegistrationSampler(bank, probabilities=(1, 0, 0), clips_per_speaker=2)
+    plain = SpeakerLMDataCollator(processor, sampler, timestamps=1.0, seed=0)([row(0)])
+    fast = SpeakerLMDataCollator(processor, sampler, timestamps=1.0, seed=0, speed_perturbation=(1.25, 1.25))(
+        [row(0)]
+    )
+    labels = fast["labels"][0]
+    answer = processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
+    # Turns 1.0-5.0 s (the earliest start, the latest end) played 1.25 times as fast: 0.8-4.0 s.
+    assert answer.startswith("[0.8-4.0] "), answer
+    for key in ("input_features", "enrollment_features"):
+        short, long = fast[f"{key}_mask"].sum(-1), plain[f"{key}_mask"].sum(-1)
+        assert (short < long).all() and (short > 0.7 * long).all(), key
+    factors = SpeakerLMDataCollator(processor, speed_perturbation=(0.9, 1.1)).speed_factors(
+        500, np.random.default_rng(0)
+    )
+    assert min(factors) >= 0.9 and max(factors) <= 1.1 and len(set(factors)) == 21
+
+    embedded = RegistrationSampler(bank, probabilities=(1, 0, 0), enrollment="embeddings")
+    with pytest.raises(ValueError, match="needs enrollment clips"):
+        SpeakerLMDataCollator(processor, embedded, speed_perturbation=(1.1, 1.1))([row(0)])
+    # Without a perturbation (or at factor 1) precomputed embeddings are fine.
+    SpeakerLMDataCollator(processor, embedded, speed_perturbation=(1.0, 1.0))([row(0)])
+    for bad in [(1.1, 0.9), (0.3, 1.0), (1.0,)]:
+        with pytest.raises(ValueError, match="speed_perturbation"):
+            SpeakerLMDataCollator(processor, speed_perturbation=bad)

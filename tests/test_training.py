@@ -318,6 +318,19 @@ def test_prepared_folders_are_read_shuffled_and_mixed_by_seed(corpus, tmp_path):
         parse_arguments(stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", shuffle_buffer=-1))
 
 
+def test_speed_perturbation_reaches_the_collator_and_needs_clips(corpus, tmp_path):
+    from training.train import build_collator, parse_arguments
+
+    def arguments(**extra):
+        return parse_arguments(stage_arguments(corpus, 4, corpus / "assembled", tmp_path / "out", **extra))
+
+    stage_args, _ = arguments(speed_perturbation="0.9 1.1")
+    _, processor = tiny_speakerlm()
+    assert build_collator(stage_args, processor, "sdr", 0).collator.speed_perturbation == (0.9, 1.1)
+    with pytest.raises(ValueError, match="speed_perturbation needs enrollment clips"):
+        arguments(speed_perturbation="0.9 1.1", enrollment="embeddings")
+
+
 def test_asr_batches_mixed_into_sdr_training(corpus):
     _, processor = tiny_speakerlm()
     rows = list(load_prepared(corpus / "prepared", "train").take(2))

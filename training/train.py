@@ -162,6 +162,13 @@ class StageArguments:
             "buffer of this many (several folders through a glob mix); 0 = file order"
         },
     )
+    speed_perturbation: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "low high: play each training recording at a speed drawn from this range (e.g. 0.9 1.1), "
+            "turn times and enrollment clips scaled with it; needs enrollment clips"
+        },
+    )
     generation_batch_size: int = 4
 
     def __post_init__(self):
@@ -169,6 +176,10 @@ class StageArguments:
             raise ValueError(f"stage must be one of {sorted(STAGES)}, got {self.stage}")
         if self.shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+        if self.speed_perturbation is not None and self.enrollment != "clips":
+            raise ValueError(
+                "speed_perturbation needs enrollment clips (a bank embedding cannot follow the speed)"
+            )
         if self.train_data_kind == "auto":
             self.train_data_kind = DEFAULT_KIND[self.stage]
         if self.train_data_kind not in DATA_KINDS:
@@ -315,6 +326,7 @@ def build_collator(args: StageArguments, processor, task: str, seed: int) -> Ski
         seed=seed,
         audio_column=args.audio_column,
         text_column=args.text_column,
+        speed_perturbation=args.speed_perturbation,
     )
     return SkippingCollator(collator)
 

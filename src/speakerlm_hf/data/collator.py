@@ -7,6 +7,13 @@ processor build the prompts, labels (-100 on prompt and padding), padded audio f
 enrollment inputs. Registered speakers come as pool clips (the model's frozen extractor embeds
 them in the forward pass) or precomputed embeddings, both as the processor takes them.
 
+Speed perturbation (`speed_perturbation=(low, high)`): each recording is played at a speed drawn
+uniformly from the range (in steps of 1%; band-limited resampling), which moves its pitch and
+formants as a different voice would and stretches its length; the turns' times are scaled with it
+and so are the recording's enrollment clips, so the registered voices still match. Registered
+speakers given as precomputed embeddings cannot follow: the collator refuses them with a
+perturbation (Over-Regist's absent speakers from the bank are not in the recording and stay).
+
 Randomness: a generator seeded with `seed` and the DataLoader worker id, so batches are the same
 for a seed and a number of workers (collate functions run in the workers).
 
@@ -25,11 +32,28 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
+from ..audio_frontend import resample
 from ..processing_speakerlm import format_role_transcript
 from .audio import decode_audio
 from .registration import Registration, RegistrationSampler, present_speakers
 
-__all__ = ["SpeakerLMDataCollator", "relabel_turns"]
+__all__ = ["SpeakerLMDataCollator", "relabel_turns", "speed_perturb"]
+
+SAMPLING_RATE = 16000
+
+
+def speed_perturb(waveform: np.ndarray, factor: float, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """`waveform` played `factor` times as fast (pitch and formants scaled by it, length by 1 / factor).
+
+    Resampled band-limited from `sampling_rate * factor` to `sampling_rate`, so `factor` is rounded
+    to a step of 1%.
+    """
+    steps = round(float(factor) * 100)
+    if steps <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor!r}")
+    if steps == 100:
+        return np.asarray(waveform, dtype=np.float32)
+    return resample(waveform, sampling_rate * steps // 100, sampling_rate)
 
 
 def relabel_turns(turns: Sequence[Mapping], labels: Mapping[str, str]) -> list[dict]:
@@ -50,6 +74,8 @@ class SpeakerLMDataCollator:
         asr_probability: with task "sdr", probability that a batch is plain transcription instead
             (its turns' texts joined in time order), so that SDR training keeps the ASR task.
         seed: seed of the collator's draws (combined with the DataLoader worker id).
+        speed_perturbation: None, or `(low, high)`: each recording's speed factor drawn uniformly
+            from this range (0.5 <= low <= high <= 2), see the module's docstring.
     """
 
     def __init__(
@@ -62,7 +88,18 @@ class SpeakerLMDataCollator:
         audio_column: str = "audio",
         text_column: str = "text",
         asr_probability: float = 0.0,
+        speed_perturbation: Sequence[float] | None = None,
     ):
+        if speed_perturbation is not None:
+            speed_perturbation = tuple(float(v) for v in speed_perturbation)
+            if (
+                len(speed_perturbation) != 2
+                or not 0.5 <= speed_perturbation[0] <= speed_perturbation[1] <= 2.0
+            ):
+                raise ValueError(
+                    f"speed_perturbation must be (low, high) with 0.5 <= low <= high <= 2, got {speed_perturbation!r}"
+                )
+        self.speed_perturbation = speed_perturbation
         if task not in ("sdr", "asr"):
             raise ValueError(f"task {task!r} is not 'sdr' or 'asr'")
         probability = float(timestamps)
@@ -107,16 +144,30 @@ class SpeakerLMDataCollator:
             decode_audio(f[self.audio_column], f"audio of sample {f.get('id', i)!r}")
             for i, f in enumerate(features)
         ]
+        factors = self.speed_factors(len(features), rng)
+        audio = [speed_perturb(a, f) for a, f in zip(audio, factors, strict=True)]
         if self.task == "asr" or (self.asr_probability and rng.random() < self.asr_probability):
             return self.processor(audio, text=[self.asr_target(f) for f in features], task="asr")
         timestamps = bool(rng.random() < self.timestamp_probability)
         registrations = self.registrations(features, rng)
         targets = [
-            format_role_transcript(relabel_turns(f["turns"], r.labels), timestamps=timestamps)
-            for f, r in zip(features, registrations, strict=True)
+            format_role_transcript(
+                relabel_turns(scaled_turns(f["turns"], factor), r.labels), timestamps=timestamps
+            )
+            for f, r, factor in zip(features, registrations, factors, strict=True)
         ]
-        speakers = [self.decoded_speakers(r.speakers) or None for r in registrations]
+        speakers = [
+            self.decoded_speakers(r.speakers, factor, list(r.labels.values())) or None
+            for r, factor in zip(registrations, factors, strict=True)
+        ]
         return self.processor(audio, speakers=speakers, text=targets, timestamps=timestamps)
+
+    def speed_factors(self, count: int, rng: np.random.Generator) -> list[float]:
+        """Each recording's speed factor (1.0 without perturbation), on the 1% grid `speed_perturb` uses."""
+        if self.speed_perturbation is None:
+            return [1.0] * count
+        low, high = self.speed_perturbation
+        return [round(v * 100) / 100 for v in rng.uniform(low, high, size=count)]
 
     def asr_target(self, feature: Mapping) -> str:
         if feature.get(self.text_column) is not None:
@@ -125,11 +176,34 @@ class SpeakerLMDataCollator:
         return " ".join(t["text"].strip() for t in ordered)
 
     @staticmethod
-    def decoded_speakers(speakers: Mapping[str, object]) -> dict[str, object]:
-        """Registered clips decoded to arrays; embeddings passed through."""
-        return {
-            name: [decode_audio(clip, f"enrollment clip of {name!r}") for clip in value]
-            if isinstance(value, list)
-            else value
-            for name, value in speakers.items()
-        }
+    def decoded_speakers(
+        speakers: Mapping[str, object], factor: float = 1.0, present: Sequence[str] = ()
+    ) -> dict[str, object]:
+        """Registered clips decoded to arrays, at the recording's speed `factor`; embeddings passed through.
+
+        The `present` names (speakers heard in the recording) must come as clips when `factor` is
+        not 1: a precomputed embedding cannot follow the perturbation. Over-Regist's absent
+        speakers (bank embeddings) are not in the recording and pass through.
+        """
+        decoded = {}
+        for name, value in speakers.items():
+            if isinstance(value, list):
+                decoded[name] = [
+                    speed_perturb(decode_audio(clip, f"enrollment clip of {name!r}"), factor)
+                    for clip in value
+                ]
+                continue
+            if factor != 1.0 and name in present:
+                raise ValueError(
+                    f"speed perturbation needs enrollment clips, but {name!r} is registered by a precomputed "
+                    "embedding (train with enrollment='clips')"
+                )
+            decoded[name] = value
+        return decoded
+
+
+def scaled_turns(turns: Sequence[Mapping], factor: float) -> list[Mapping]:
+    """Turns of a recording played `factor` times as fast: their times divided by `factor`."""
+    if factor == 1.0:
+        return list(turns)
+    return [{**t, "start": t["start"] / factor, "end": t["end"] / factor} for t in turns]
