@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from speakerlm_hf.data.collator import SpeakerLMDataCollator, relabel_turns, speed_perturb
+from speakerlm_hf.data.audio import speed_perturb
+from speakerlm_hf.data.collator import SpeakerLMDataCollator, relabel_turns
 from speakerlm_hf.data.registration import (
     CHINESE_NAMES,
     DEFAULT_NAMES,

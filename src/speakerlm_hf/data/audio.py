@@ -13,7 +13,15 @@ import soundfile
 from ..audio_frontend import resample
 from ..feature_extraction_speakerlm import SAMPLING_RATE, load_waveform
 
-__all__ = ["SAMPLING_RATE", "encode_flac", "decode_audio", "audio_duration", "read_channel", "read_mixdown"]
+__all__ = [
+    "SAMPLING_RATE",
+    "encode_flac",
+    "decode_audio",
+    "audio_duration",
+    "read_channel",
+    "read_mixdown",
+    "speed_perturb",
+]
 
 # Samples read at a time from long multi-channel files, so only one channel is ever held whole.
 _BLOCK = 1 << 20
@@ -118,3 +126,17 @@ def read_mixdown(
         mix[: track.size] += track
     peak = float(np.abs(mix).max(initial=0.0))
     return mix / peak * 0.99 if peak > 0.99 else mix
+
+
+def speed_perturb(waveform: np.ndarray, factor: float, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """`waveform` played `factor` times as fast (pitch and formants scaled by it, length by 1 / factor).
+
+    Resampled band-limited from `sampling_rate * factor` to `sampling_rate`, so `factor` is rounded
+    to a step of 1%.
+    """
+    steps = round(float(factor) * 100)
+    if steps <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor!r}")
+    if steps == 100:
+        return np.asarray(waveform, dtype=np.float32)
+    return resample(waveform, sampling_rate * steps // 100, sampling_rate)

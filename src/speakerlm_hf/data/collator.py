@@ -32,28 +32,11 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
-from ..audio_frontend import resample
 from ..processing_speakerlm import format_role_transcript
-from .audio import decode_audio
+from .audio import decode_audio, speed_perturb
 from .registration import Registration, RegistrationSampler, present_speakers
 
-__all__ = ["SpeakerLMDataCollator", "relabel_turns", "speed_perturb"]
-
-SAMPLING_RATE = 16000
-
-
-def speed_perturb(waveform: np.ndarray, factor: float, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """`waveform` played `factor` times as fast (pitch and formants scaled by it, length by 1 / factor).
-
-    Resampled band-limited from `sampling_rate * factor` to `sampling_rate`, so `factor` is rounded
-    to a step of 1%.
-    """
-    steps = round(float(factor) * 100)
-    if steps <= 0:
-        raise ValueError(f"speed factor must be positive, got {factor!r}")
-    if steps == 100:
-        return np.asarray(waveform, dtype=np.float32)
-    return resample(waveform, sampling_rate * steps // 100, sampling_rate)
+__all__ = ["SpeakerLMDataCollator", "relabel_turns"]
 
 
 def relabel_turns(turns: Sequence[Mapping], labels: Mapping[str, str]) -> list[dict]:
