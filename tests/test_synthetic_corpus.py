@@ -35,7 +35,12 @@ from training.synthetic.grammar import (  # noqa: E402
 from training.synthetic.synthesis import SAMPLE_RATE, synthesize  # noqa: E402
 from training.synthetic.voices import (  # noqa: E402
     EXCLUDED_VARIANTS,
+    RANDOM_VARIANT_PREFIX,
+    Speaker,
     english_voices,
+    espeak_data,
+    espeak_path,
+    make_random_speakers,
     make_speakers,
     variants,
     voice_combinations,
@@ -158,6 +163,65 @@ def test_synthesis_is_tight_levelled_and_deterministic(grammar, train_speakers):
     assert not np.array_equal(
         synthesize(sentences[0].spoken, other), synthesize(sentences[0].spoken, train_speakers[0])
     )
+
+
+def test_generated_voice_variants_are_what_espeak_speaks(grammar, train_speakers):
+    speakers = make_random_speakers(6, "train", seed=3)
+    assert speakers == make_random_speakers(6, "train", seed=3)
+    assert [s.id for s in speakers] == [f"train-r3-{i:04d}" for i in range(6)]
+    assert len({s.variant for s in speakers}) == 6
+    assert all(
+        s.variant.startswith(RANDOM_VARIANT_PREFIX) and f"name {s.variant}\n" in s.variant_spec
+        for s in speakers
+    )
+    assert {s.voice for s in speakers} <= set(english_voices())
+    # A speaker written to speakers.json and read back keeps its variant; older files without
+    # the field read as stock variants.
+    assert Speaker.from_dict(speakers[0].to_dict()) == speakers[0]
+    old = {k: v for k, v in train_speakers[0].to_dict().items() if k != "variant_spec"}
+    assert Speaker.from_dict(old) == train_speakers[0]
+    text = grammar.sample_unique(np.random.default_rng(3), 1, "train")[0].spoken
+    # espeak-ng really reads the generated file: a stock variant's text under a generated name
+    # sounds exactly like the stock variant (a voice espeak-ng cannot find falls back silently),
+    # and two generated variants on the same speaker sound different.
+    lines = (espeak_data() / "voices" / "!v" / "m3").read_text().splitlines()
+    body = "\n".join(line for line in lines if not line.startswith(("language", "name"))) + "\n"
+    copy_name = RANDOM_VARIANT_PREFIX + "0123456789ab"
+    stock = Speaker(**{**train_speakers[0].to_dict(), "variant": "m3"})
+    copy = Speaker(
+        **{
+            **stock.to_dict(),
+            "variant": copy_name,
+            "variant_spec": f"language variant\nname {copy_name}\n{body}",
+        }
+    )
+    np.testing.assert_array_equal(synthesize(text, copy), synthesize(text, stock))
+    first, second = (
+        Speaker(**{**stock.to_dict(), "variant": s.variant, "variant_spec": s.variant_spec})
+        for s in speakers[:2]
+    )
+    assert not np.array_equal(synthesize(text, first), synthesize(text, stock))
+    assert not np.array_equal(synthesize(text, first), synthesize(text, second))
+    with pytest.raises(ValueError, match="generated variant names"):
+        espeak_path("../m3", "language variant\n")
+    with pytest.raises(ValueError, match="at least 1"):
+        make_random_speakers(0, "train", seed=0)
+
+
+def test_meetings_can_add_generated_voices(tmp_path, train_speakers):
+    import json
+
+    from training.tiny.meetings import plan_sessions
+
+    (tmp_path / "speakers.json").write_text(json.dumps([s.to_dict() for s in train_speakers[:8]]))
+    jobs = plan_sessions(str(tmp_path), "train", 40, 5, (10.0, 20.0), random_voices=40)
+    chosen = [s for _, _, speakers, _, _ in jobs for s in speakers.values()]
+    generated = {s.id for s in chosen if s.variant_spec}
+    assert generated and {s.id for s in chosen} - generated
+    assert all(i.startswith("train-r5-") for i in generated)
+    assert jobs == plan_sessions(str(tmp_path), "train", 40, 5, (10.0, 20.0), random_voices=40)
+    with pytest.raises(ValueError, match="random_voices"):
+        plan_sessions(str(tmp_path), "train", 4, 5, (10.0, 20.0), random_voices=-1)
 
 
 def test_corpus_round_trip_and_determinism(tmp_path):

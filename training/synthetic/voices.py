@@ -11,16 +11,28 @@ and a fixed sox "timbre" chain (speed factor, which shifts formants and pitch to
 vocal-tract-length change, plus bass/treble tilt and one peaking EQ band). Test speakers use
 combinations that no train speaker uses (`combination_split`): whole variants are held out and,
 among the others, a hashed subset of combinations, so the test split measures unseen voices.
+
+espeak-ng ships about a hundred variants, so a model trained on them hears a hundred timbres.
+`make_random_speakers` draws speakers whose variant is generated instead (`random_variant`: a
+formant table, pitch range, voicing, breath, roughness, flutter, echo and synthesiser of its own,
+within the ranges the stock variants span): as many distinct timbres as speakers. The variant's
+text travels with the speaker (`Speaker.variant_spec`) and is installed into a private copy of
+espeak-ng's voice folder (`espeak_path`, links to the system's data plus the generated files), so
+nothing is written to the system's espeak-ng data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -166,6 +178,8 @@ class Speaker:
     eq_freq: float
     eq_q: float
     eq_gain_db: float
+    # The text of a generated variant file (`random_variant`); empty for espeak-ng's own variants.
+    variant_spec: str = ""
 
     @property
     def combination(self) -> tuple[str, str]:
@@ -175,7 +189,9 @@ class Speaker:
         """espeak-ng options for this speaker; the offsets give per-utterance prosody jitter."""
         pitch = int(np.clip(self.pitch + pitch_offset, 0, 99))
         rate = int(round(self.rate * rate_factor))
+        path = [f"--path={espeak_path(self.variant, self.variant_spec)}"] if self.variant_spec else []
         return [
+            *path,
             "-v",
             voice_name(self.voice, self.variant),
             "-p",
@@ -251,3 +267,118 @@ def make_speakers(num_speakers: int, split: str, seed: int) -> list[Speaker]:
         voice, variant = combos[order.pop()]
         speakers.append(_draw_speaker(rng, f"{split}-s{seed}-{index:04d}", split, voice, variant))
     return speakers
+
+
+RANDOM_VARIANT_PREFIX = "rv"
+
+
+def random_variant(rng: np.random.Generator) -> tuple[str, str]:
+    """A new espeak-ng voice variant: (name, text of its variant file), drawn from `rng`.
+
+    Male or female pitch range; one vocal-tract scale for the first five formants, each then
+    moved on its own (up to -12/+30%, as far as the most extreme stock variants go), with random
+    heights and widths: the formants are what tell espeak-ng's variants apart most. Sometimes
+    lowered voicing, louder or softer consonants, roughness, flutter, breath noise, an echo, or
+    the Klatt synthesiser. The name is a hash of the text, so equal variants share a name and
+    different ones never do.
+    """
+
+    def draw(low: float, high: float) -> int:
+        return int(round(rng.uniform(low, high)))
+
+    female = bool(rng.random() < 0.5)
+    base = draw(140, 210) if female else draw(65, 115)
+    lines = [f"gender {'female' if female else 'male'}", f"pitch {base} {base + draw(40, 110)}"]
+    scale = rng.uniform(1.0, 1.2) if female else rng.uniform(0.85, 1.05)
+    for formant in range(9):
+        if 1 <= formant <= 5:
+            frequency = 100 * scale * rng.uniform(0.88, 1.3 if formant <= 3 else 1.15)
+        else:
+            frequency = 100 * rng.uniform(0.9, 1.15)
+        height = rng.uniform(60, 160) if formant <= 3 else rng.uniform(20, 130)
+        lines.append(f"formant {formant} {round(frequency)} {round(height)} {draw(60, 160)}")
+    if rng.random() < 0.3:
+        lines.append(f"voicing {draw(35, 100)}")
+    if rng.random() < 0.4:
+        lines.append(f"consonants {draw(50, 150)} {draw(20, 150)}")
+    if rng.random() < 0.35:
+        lines.append(f"roughness {draw(0, 5)}")
+    if rng.random() < 0.35:
+        lines.append(f"flutter {draw(0, 20)}")
+    if rng.random() < 0.3:
+        lines.append("breath " + " ".join(str(draw(0, 14)) for _ in range(8)))
+    if rng.random() < 0.35:
+        lines.append(f"echo {draw(10, 150)} {draw(5, 60)}")
+    if rng.random() < 0.3:
+        lines.append(f"klatt {int(rng.choice([1, 2, 3, 4, 5, 6]))}")
+    body = "\n".join(lines) + "\n"
+    name = RANDOM_VARIANT_PREFIX + hashlib.sha1(body.encode()).hexdigest()[:12]
+    return name, f"language variant\nname {name}\n{body}"
+
+
+def make_random_speakers(num_speakers: int, split: str, seed: int) -> list[Speaker]:
+    """`num_speakers` speakers of `split` with generated variants (`random_variant`) over
+    espeak-ng's English accent voices, deterministic for `seed`; prosody and timbre chain are
+    drawn as for `make_speakers`. Ids look like "train-r3-0007" (split, seed, index)."""
+    if num_speakers < 1:
+        raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
+    if split not in SPLIT_CODES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    voices = english_voices()
+    rng = np.random.default_rng([seed, SPLIT_CODES[split], 11])
+    speakers = []
+    for index in range(num_speakers):
+        voice = voices[int(rng.integers(len(voices)))]
+        variant, spec = random_variant(rng)
+        speaker = _draw_speaker(rng, f"{split}-r{seed}-{index:04d}", split, voice, variant)
+        speakers.append(dataclasses.replace(speaker, variant_spec=spec))
+    return speakers
+
+
+@functools.lru_cache(maxsize=1)
+def espeak_data() -> Path:
+    """The installed espeak-ng's data folder ("Data at:" of `espeak-ng --version`)."""
+    match = re.search(r"Data at:\s*(\S.*)$", espeak_version())
+    if match is None or not Path(match.group(1).strip()).is_dir():
+        raise RuntimeError(f"cannot find espeak-ng's data folder in {espeak_version()!r}")
+    return Path(match.group(1).strip())
+
+
+def _link(target: Path, link: Path) -> None:
+    try:
+        link.symlink_to(target)
+    except FileExistsError:  # another worker made it
+        pass
+
+
+def espeak_path(variant: str, spec: str) -> str:
+    """A folder for espeak-ng's `--path` whose voices include the generated `variant` (file text
+    `spec`): a private `espeak-ng-data` of links to the system's files and language voices, its
+    variant folder holding this one variant. One folder per variant: espeak-ng lists every voice
+    file of its data when it looks one up and stops at 350, so a shared folder of thousands of
+    generated variants would silently fall back to another voice. Built in the temporary folder;
+    safe for parallel workers (files are written whole, then renamed into place)."""
+    if not re.fullmatch(rf"{RANDOM_VARIANT_PREFIX}[0-9a-f]{{12}}", variant):
+        raise ValueError(
+            f"generated variant names look like {RANDOM_VARIANT_PREFIX}<12 hex digits>, got {variant!r}"
+        )
+    system = espeak_data()
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    digest = hashlib.sha1(f"{system}|{espeak_version()}".encode()).hexdigest()[:10]
+    root = Path(tempfile.gettempdir()) / f"speakerlm-espeak-{user}-{digest}" / variant
+    data = root / "espeak-ng-data"
+    own = data / "voices" / "!v"
+    file = own / variant
+    if file.is_file() and file.read_text() == spec:
+        return str(root)
+    own.mkdir(parents=True, exist_ok=True)
+    for entry in system.iterdir():
+        if entry.name != "voices":
+            _link(entry, data / entry.name)
+    for entry in (system / "voices").iterdir():
+        if entry.name != "!v":
+            _link(entry, data / "voices" / entry.name)
+    partial = own / f".{variant}.{os.getpid()}"
+    partial.write_text(spec)
+    os.replace(partial, file)
+    return str(root)

@@ -9,6 +9,11 @@ corpus's speakers of `split`, plus one enrollment clip per speaker: other senten
 voice, 3-10 s, never part of the session. Train sessions feed stages 3 and 4 ("real" meetings
 with natural turn-taking); test sessions (unseen voices, unseen sentences) are the held-out
 evaluation set.
+
+`--random-voices N` adds N speakers with generated espeak-ng variants
+(`training.synthetic.voices.make_random_speakers`) to the corpus's speakers: thousands of timbres
+instead of about a hundred, for acoustic training that has to hold up on voices it never heard.
+Their parameters (with each variant's text) are written to `<split>-random-speakers.json`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..synthetic.conversation import ConversationScript, conversation_script, re
 from ..synthetic.corpus import SPLIT_CODES, load_speakers
 from ..synthetic.grammar import Grammar
 from ..synthetic.synthesis import SAMPLE_RATE, synthesize, utterance_jitter
+from ..synthetic.voices import make_random_speakers
 
 _GRAMMAR: Grammar | None = None
 
@@ -80,11 +86,18 @@ def render_session(job: tuple) -> dict:
     }
 
 
-def plan_sessions(corpus: str, split: str, count: int, seed: int, duration: tuple[float, float]):
-    """Jobs for `render_session`: `count` conversation scripts over the corpus's speakers of `split`."""
+def plan_sessions(
+    corpus: str, split: str, count: int, seed: int, duration: tuple[float, float], random_voices: int = 0
+):
+    """Jobs for `render_session`: `count` conversation scripts over the corpus's speakers of
+    `split`, plus `random_voices` speakers with generated variants (drawn from `seed`)."""
     speakers = [v for v in load_speakers(corpus).values() if v.split == split]
     if not speakers:
         raise ValueError(f"{corpus!r} has no speakers of split {split!r}")
+    if random_voices < 0:
+        raise ValueError(f"random_voices must be at least 0, got {random_voices}")
+    if random_voices:
+        speakers += make_random_speakers(random_voices, split, seed)
     return plan_sessions_for(speakers, split, count, seed, duration)
 
 
@@ -121,9 +134,20 @@ def main(argv=None) -> int:
     parser.add_argument("--min-duration", type=float, default=10.0)
     parser.add_argument("--max-duration", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--random-voices",
+        type=int,
+        default=0,
+        help="speakers with generated voice variants to add (default 0)",
+    )
     args = parser.parse_args(argv)
     jobs = plan_sessions(
-        args.corpus, args.split, args.num_sessions, args.seed, (args.min_duration, args.max_duration)
+        args.corpus,
+        args.split,
+        args.num_sessions,
+        args.seed,
+        (args.min_duration, args.max_duration),
+        random_voices=args.random_voices,
     )
     patterns = {}
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
@@ -135,6 +159,13 @@ def main(argv=None) -> int:
 
         shards = write_parquet_shards(rows(), args.out, split=args.split, rows_per_shard=250)
     Path(args.out, f"{args.split}-patterns.json").write_text(json.dumps(patterns, indent=0))
+    if args.random_voices:
+        generated = {
+            s.id: s.to_dict() for _, _, chosen, _, _ in jobs for s in chosen.values() if s.variant_spec
+        }
+        Path(args.out, f"{args.split}-random-speakers.json").write_text(
+            json.dumps([generated[k] for k in sorted(generated)], indent=1) + "\n"
+        )
     print(f"wrote {len(patterns)} sessions in {len(shards)} shard(s) to {args.out}")
     return 0
 
