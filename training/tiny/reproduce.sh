@@ -31,7 +31,7 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
 }
 
 # The training stages in order: each starts from the one before it, stage 1 from the assembled model.
-STAGES=(1 1b 1c 2 2b 2c 3 4 4b 4c 4d 4e 4h)
+STAGES=(1 1b 1c 2 2b 2c 3 4 4b 4c 4d 4e 4h 4i)
 
 stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
     local - n=$1 previous=assembled s
@@ -45,6 +45,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         return 1
     fi
     [ "$n" = 4h ] && previous=stage4e-x2  # stage 4e with the continued extractor
+    [ "$n" = 4i ] && previous=stage4h-avg  # the average of stage 4e-x2 and stage 4h
     python -m training.train "training/tiny/configs/stage$n.yaml" \
         --model_name_or_path "$WORK/$previous" \
         --output_dir "$WORK/stage$n" \
@@ -56,6 +57,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4d) echo "--train_data $WORK/meetings-acoustic,$WORK/meetings-acoustic2,$WORK/meetings-acoustic3 --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4e) echo "--train_data $WORK/meetings-acoustic4/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4h) echo "--train_data $WORK/meetings-acoustic5/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4i) echo "--train_data $WORK/meetings-acoustic6/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -107,10 +109,17 @@ step stage4e-x2 "$WORK/stage4e-x2" python -m training.tiny.replace_extractor --m
 step meetings-acoustic5 "$WORK/meetings-acoustic5/train-patterns.json" python -m training.tiny.meetings \
     --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic5" --seed 6 --workers 2
 step stage4h "$WORK/stage4h/final" stage 4h
-# the shipped weights: the equal average of stage 4e-x2 and stage 4h (the round's start and end)
+# the equal average of stage 4e-x2 and stage 4h (the round's start and end)
 step stage4h-avg "$WORK/stage4h-avg" speakerlm average "$WORK/stage4h-avg" "$WORK/stage4e-x2" "$WORK/stage4h/final"
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4h-avg" \
+# a sixth acoustic round on new meetings whose speakers are mostly generated voice variants
+step meetings-acoustic6 "$WORK/meetings-acoustic6/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic6" --seed 7 --workers 2 \
+    --random-voices 3200
+step stage4i "$WORK/stage4i/final" stage 4i
+# the shipped weights: the equal average of the 4h average and stage 4i (the round's start and end)
+step stage4i-avg "$WORK/stage4i-avg" speakerlm average "$WORK/stage4i-avg" "$WORK/stage4h-avg" "$WORK/stage4i/final"
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4i-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4h-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4i-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
