@@ -16,8 +16,8 @@ espeak-ng ships about a hundred variants, so a model trained on them hears a hun
 `make_random_speakers` draws speakers whose variant is generated instead (`random_variant`: a
 formant table, pitch range, voicing, breath, roughness, flutter, echo and synthesiser of its own,
 within the ranges the stock variants span): as many distinct timbres as speakers. The variant's
-text travels with the speaker (`Speaker.variant_spec`) and is installed into a private copy of
-espeak-ng's voice folder (`espeak_path`, links to the system's data plus the generated files), so
+text travels with the speaker (`Speaker.variant_spec`) and is installed into a private espeak-ng
+data folder of its own (`espeak_path`: links to the system's data plus the one generated file), so
 nothing is written to the system's espeak-ng data.
 """
 
@@ -339,9 +339,10 @@ def make_random_speakers(num_speakers: int, split: str, seed: int) -> list[Speak
 def espeak_data() -> Path:
     """The installed espeak-ng's data folder ("Data at:" of `espeak-ng --version`)."""
     match = re.search(r"Data at:\s*(\S.*)$", espeak_version())
-    if match is None or not Path(match.group(1).strip()).is_dir():
+    folder = Path(match.group(1).strip()) if match else None
+    if folder is None or not folder.is_dir():
         raise RuntimeError(f"cannot find espeak-ng's data folder in {espeak_version()!r}")
-    return Path(match.group(1).strip())
+    return folder
 
 
 def _link(target: Path, link: Path) -> None:

@@ -30,22 +30,15 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
     printf '%s\t%d\n' "$name" $((SECONDS - began)) >>"$TIMES"
 }
 
-# The training stages in order: each starts from the one before it, stage 1 from the assembled model.
-STAGES=(1 1b 1c 2 2b 2c 3 4 4b 4c 4d 4e 4h 4i)
-
 stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
-    local - n=$1 previous=assembled s
+    local - n=$1 config=training/tiny/configs/stage$1.yaml previous
     set -f  # a data glob goes to the trainer as it is
-    for s in "${STAGES[@]}"; do
-        [ "$s" = "$n" ] && break
-        previous=stage$s/final
-    done
-    if [ "$s" != "$n" ]; then
-        echo "unknown stage $n (not in STAGES)" >&2
+    # Each stage starts from the weights its config names (outputs/tiny/X is WORK/X here).
+    previous=$(sed -n 's|^model_name_or_path: outputs/tiny/||p' "$config" 2>/dev/null || true)
+    if [ -z "$previous" ]; then
+        echo "unknown stage $n: no $config starting from outputs/tiny/..." >&2
         return 1
     fi
-    [ "$n" = 4h ] && previous=stage4e-x2  # stage 4e with the continued extractor
-    [ "$n" = 4i ] && previous=stage4h-avg  # the average of stage 4e-x2 and stage 4h
     python -m training.train "training/tiny/configs/stage$n.yaml" \
         --model_name_or_path "$WORK/$previous" \
         --output_dir "$WORK/stage$n" \
