@@ -28,6 +28,9 @@ from training.tiny.speaker_extractor import (
     CropStream,
     augment,
     build_extractor,
+    load_meeting_speech,
+    merge_utterances,
+    solo_spans,
     speaker_centroids,
     speaker_crop,
     split_held_out,
@@ -278,6 +281,77 @@ def test_training_continues_a_speakerlm_checkpoints_speaker_encoder(tiny_corpus,
     (tmp_path / "speakerlm" / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="has no model weights.*model.safetensors"):
         load_extractor(tmp_path / "speakerlm")
+
+
+def test_solo_spans_cut_out_other_speakers_and_short_stretches():
+    turns = [
+        {"speaker": "a", "start": 0.0, "end": 3.0},
+        {"speaker": "b", "start": 2.5, "end": 5.0},
+        {"speaker": "a", "start": 4.6, "end": 9.0},
+        {"speaker": "c", "start": 6.0, "end": 6.5},
+        {"speaker": "a", "start": 8.5, "end": 9.2},
+    ]
+    # a's own overlapping turns do not cut each other; c's 0.5 s back-channel splits a's second turn
+    assert solo_spans(turns) == [(0, 0.0, 2.5), (1, 3.0, 4.6), (2, 5.0, 6.0), (2, 6.5, 9.0)]
+    assert solo_spans(turns, min_seconds=2.0) == [(0, 0.0, 2.5), (2, 6.5, 9.0)]
+
+
+def test_merged_utterances_join_speakers_by_name():
+    one = SpeakerUtterances([np.zeros(3, np.int16)] * 2, np.array([0, 1]), ["x", "y"])
+    two = SpeakerUtterances([np.ones(3, np.int16)] * 2, np.array([0, 1]), ["y", "z"])
+    merged = merge_utterances(one, two)
+    assert merged.speakers == ["x", "y", "z"]
+    assert merged.labels.tolist() == [0, 1, 1, 2]
+    assert [int(w[0]) for w in merged.waveforms] == [0, 0, 1, 1]
+
+
+@pytest.mark.skipif(not HAS_SYNTHESIS, reason="needs espeak-ng and sox")
+def test_extractor_trains_on_the_solo_speech_of_rendered_meetings(tiny_corpus, tmp_path):
+    from speakerlm_hf.data.shards import decode_prepared_row, load_prepared
+    from training.tiny.meetings import main as render_meetings
+
+    folder = tmp_path / "meetings"
+    render_meetings(
+        ["--corpus", str(tiny_corpus), "--split", "train", "--num-sessions", "2", "--out", str(folder)]
+        + ["--min-duration", "10", "--max-duration", "14", "--workers", "1", "--random-voices", "3"]
+    )
+    rows = [decode_prepared_row(row) for row in load_prepared(str(folder), "train", streaming=False)]
+    speech = load_meeting_speech(folder)
+    # every piece is the meeting's audio where one turn's speaker is alone, then the enrollment clips
+    expected = []
+    for row in rows:
+        for index, start, end in solo_spans(row["turns"]):
+            piece = row["audio"][int(round(start * SAMPLING_RATE)) : int(round(end * SAMPLING_RATE))]
+            expected.append((row["turns"][index]["speaker"], piece))
+        expected += [(name, clip) for name, clips in row["enrollment"].items() for clip in clips]
+    assert len(speech) == len(expected) > 0
+    for i, (name, piece) in enumerate(expected):
+        assert speech.speakers[speech.labels[i]] == name
+        np.testing.assert_allclose(speech.waveform(i), piece, atol=1 / 32768)
+        assert speech.waveforms[i].size >= SAMPLING_RATE
+    generated = {s for s in speech.speakers if "-r" in s}
+    assert generated, "no speaker with a generated voice in the meetings"
+
+    _, summary = train_extractor(
+        tiny_corpus,
+        tmp_path / "extractor",
+        steps=2,
+        arch="eres2netv2",
+        batch_size=8,
+        crop_seconds=(0.5, 0.5),
+        augment_config=None,
+        held_out_speakers=2,
+        eval_every=0,
+        save_every=0,
+        threads=1,
+        config_overrides={"m_channels": 8, "num_blocks": [1, 1, 1, 1], "embedding_size": 16},
+        meetings=[folder],
+    )
+    corpus_speakers = set(load_speaker_utterances(tiny_corpus, "train").speakers)
+    assert summary["train_speakers"] == len(corpus_speakers) - 2 + len(generated)
+    assert summary["meetings"] == [str(folder)]
+    with pytest.raises(ValueError, match="no single-speaker speech"):
+        load_meeting_speech(folder, min_seconds=1000.0)
 
 
 def test_campplus_tiny_extractor_size():

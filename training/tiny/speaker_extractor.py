@@ -36,6 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from speakerlm_hf.audio_frontend import speaker_features
 from speakerlm_hf.configuration_speaker_encoders import CAMPPlusConfig, ERes2NetV2Config
 from speakerlm_hf.data.audio import SAMPLING_RATE
+from speakerlm_hf.data.shards import decode_prepared_row, load_prepared
 from speakerlm_hf.data.simulation import coloured_noise, fft_convolve, synthetic_rir
 from training.tiny.eval_speaker_extractor import (
     EXTRACTOR_CLASSES,
@@ -341,6 +342,72 @@ def split_held_out(
     return data.subset(np.flatnonzero(~is_held)), data.subset(held_indices)
 
 
+def solo_spans(turns: Sequence[dict], min_seconds: float = 1.0) -> list[tuple[int, float, float]]:
+    """(turn index, start, end) of every stretch of at least `min_seconds` where a turn's speaker is
+    heard alone: the turn minus every other speaker's turns."""
+    spans = []
+    for index, turn in enumerate(turns):
+        pieces = [(float(turn["start"]), float(turn["end"]))]
+        for other in turns:
+            if other["speaker"] == turn["speaker"]:
+                continue
+            a, b = float(other["start"]), float(other["end"])
+            pieces = [
+                piece
+                for start, end in pieces
+                for piece in ((start, min(end, a)), (max(start, b), end))
+                if piece[1] > piece[0]
+            ]
+        spans += [(index, start, end) for start, end in pieces if end - start >= min_seconds]
+    return spans
+
+
+def load_meeting_speech(
+    path: str | Path, min_seconds: float = 1.0, max_meetings: int | None = None
+) -> SpeakerUtterances:
+    """Single-speaker speech cut from rendered meetings (a prepared folder, shard or glob, as
+    `training.tiny.meetings` writes them): each turn's stretches where no one else speaks
+    (`solo_spans`), with the meeting's noise and room, and every enrollment clip. Speakers are
+    named as in the meetings, so a stock corpus speaker keeps its corpus name."""
+    rows = load_prepared(str(path), "train", streaming=False)
+    if max_meetings is not None:
+        rows = rows.select(range(min(max_meetings, len(rows))))
+    waveforms: list[np.ndarray] = []
+    names: list[str] = []
+
+    def keep(samples: np.ndarray, speaker: str) -> None:
+        waveforms.append(np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16))
+        names.append(str(speaker))
+
+    for row in rows:
+        meeting = decode_prepared_row(row)
+        audio, turns = meeting["audio"], meeting["turns"]
+        for index, start, end in solo_spans(turns, min_seconds):
+            piece = audio[int(round(start * SAMPLING_RATE)) : int(round(end * SAMPLING_RATE))]
+            if piece.size >= min_seconds * SAMPLING_RATE:
+                keep(piece, turns[index]["speaker"])
+        for speaker, clips in meeting["enrollment"].items():
+            for clip in clips:
+                if clip.size >= min_seconds * SAMPLING_RATE:
+                    keep(clip, speaker)
+    if not waveforms:
+        raise ValueError(
+            f"no single-speaker speech of {min_seconds} s or more in the meetings of {str(path)!r}"
+        )
+    speakers = sorted(set(names))
+    index = {name: i for i, name in enumerate(speakers)}
+    return SpeakerUtterances(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+
+
+def merge_utterances(*parts: SpeakerUtterances) -> SpeakerUtterances:
+    """One `SpeakerUtterances` of all `parts`; a speaker name in several parts is one speaker."""
+    waveforms = [w for part in parts for w in part.waveforms]
+    names = [part.speakers[int(label)] for part in parts for label in part.labels]
+    speakers = sorted(set(names))
+    index = {name: i for i, name in enumerate(speakers)}
+    return SpeakerUtterances(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+
+
 def speaker_centroids(
     extractor: PreTrainedModel, data: SpeakerUtterances, seed: int, per_speaker: int = 3, seconds: float = 4.0
 ) -> torch.Tensor:
@@ -383,6 +450,7 @@ def train_extractor(
     config_overrides: dict | None = None,
     init_from: str | Path | None = None,
     data_seed: int | None = None,
+    meetings: Sequence[str | Path] = (),
 ) -> tuple[PreTrainedModel, dict]:
     """Train, save the frozen extractor to `out` with `save_pretrained`; returns it and a summary (also in `out`).
 
@@ -393,6 +461,9 @@ def train_extractor(
     speakers' mean embeddings, so the first steps refine the embedding space rather than scramble it.
     `seed` also picks the held-out speakers; `data_seed` (default: `seed`) alone draws the crops, so
     a continued run keeps the first run's held-out speakers while hearing new crops.
+    `meetings` adds the single-speaker speech of rendered meetings (`load_meeting_speech`): turns
+    with the meetings' noise, rooms and neighbours, and the speakers of `--random-voices`; the
+    held-out corpus speakers' meeting speech is left out of training.
     """
     if init_from is not None and config_overrides:
         raise ValueError("config_overrides cannot change an extractor given by init_from")
@@ -405,6 +476,14 @@ def train_extractor(
         started = time.perf_counter()
         data = load_speaker_utterances(corpus, "train", max_utterances)
         train_data, held_out = split_held_out(data, held_out_speakers, seed)
+        if meetings:
+            held = set(held_out.speakers) if held_out else set()
+            for folder in meetings:
+                speech = load_meeting_speech(folder)
+                speech = speech.subset(
+                    [i for i, label in enumerate(speech.labels) if speech.speakers[label] not in held]
+                )
+                train_data = merge_utterances(train_data, speech)
         print(
             f"{len(train_data)} train utterances of {len(train_data.speakers)} speakers "
             f"({time.perf_counter() - started:.0f} s to load); "
@@ -478,6 +557,7 @@ def train_extractor(
             "crop_seconds": list(crop_seconds),
             "resumed_from": resume,
             "init_from": str(init_from) if init_from is not None else None,
+            "meetings": [str(folder) for folder in meetings],
             "data_seed": crop_seed,
             "train_seconds": round(train_seconds, 1),
             "losses": loss_log.losses,
@@ -544,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-seed", type=int, default=None, help="seed of the crops alone (default: --seed)"
     )
     parser.add_argument(
+        "--meetings",
+        nargs="+",
+        default=[],
+        help="rendered meeting folders (or shards/globs) whose single-speaker speech is added to training",
+    )
+    parser.add_argument(
         "--config", default=None, help="JSON of extractor config overrides, e.g. '{\"m_channels\": 8}'"
     )
     return parser
@@ -580,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_overrides=json.loads(args.config) if args.config else None,
         init_from=args.init_from,
         data_seed=args.data_seed,
+        meetings=args.meetings,
     )
     print(json.dumps({k: summary[k] for k in ("parameters", "steps", "train_seconds", "final_held_out_eer")}))
     return 0
