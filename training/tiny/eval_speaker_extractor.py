@@ -51,6 +51,13 @@ class SpeakerUtterances:
     labels: np.ndarray
     speakers: list[str]
 
+    @classmethod
+    def from_named(cls, waveforms: list[np.ndarray], names: Sequence[str]) -> SpeakerUtterances:
+        """Int16 `waveforms` labelled by their speakers' `names`; speakers are numbered in name order."""
+        speakers = sorted(set(names))
+        index = {name: i for i, name in enumerate(speakers)}
+        return cls(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+
     def __len__(self) -> int:
         return len(self.waveforms)
 
@@ -81,6 +88,11 @@ class SpeakerUtterances:
         )
 
 
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float [-1, 1] samples as int16, the storage of `SpeakerUtterances`."""
+    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
 def load_speaker_utterances(
     corpus_dir: str | Path, split: str, max_utterances: int | None = None
 ) -> SpeakerUtterances:
@@ -93,13 +105,11 @@ def load_speaker_utterances(
     for batch in dataset.select_columns(["id", "audio", "speaker"]).iter(batch_size=500):
         for utt_id, audio, speaker in zip(batch["id"], batch["audio"], batch["speaker"], strict=True):
             samples = decode_audio(audio, utt_id)
-            waveforms.append(np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16))
+            waveforms.append(pcm16(samples))
             names.append(speaker)
     if not waveforms:
         raise ValueError(f"split {split!r} of {str(corpus_dir)!r} holds no utterances")
-    speakers = sorted(set(names))
-    index = {name: i for i, name in enumerate(speakers)}
-    return SpeakerUtterances(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+    return SpeakerUtterances.from_named(waveforms, names)
 
 
 def compute_eer(scores: np.ndarray, targets: np.ndarray) -> float:

@@ -46,6 +46,7 @@ from training.tiny.eval_speaker_extractor import (
     embed_waveforms,
     load_extractor,
     load_speaker_utterances,
+    pcm16,
 )
 
 # Sizes measured on 2 busy CPU cores (2 s crops, forward + backward, batch 64): this CAM++ (1.2 M
@@ -362,50 +363,42 @@ def solo_spans(turns: Sequence[dict], min_seconds: float = 1.0) -> list[tuple[in
     return spans
 
 
-def load_meeting_speech(
-    path: str | Path, min_seconds: float = 1.0, max_meetings: int | None = None
-) -> SpeakerUtterances:
+def load_meeting_speech(path: str | Path, min_seconds: float = 1.0) -> SpeakerUtterances:
     """Single-speaker speech cut from rendered meetings (a prepared folder, shard or glob, as
     `training.tiny.meetings` writes them): each turn's stretches where no one else speaks
     (`solo_spans`), with the meeting's noise and room, and every enrollment clip. Speakers are
     named as in the meetings, so a stock corpus speaker keeps its corpus name."""
-    rows = load_prepared(str(path), "train", streaming=False)
-    if max_meetings is not None:
-        rows = rows.select(range(min(max_meetings, len(rows))))
     waveforms: list[np.ndarray] = []
     names: list[str] = []
-
-    def keep(samples: np.ndarray, speaker: str) -> None:
-        waveforms.append(np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16))
-        names.append(str(speaker))
-
-    for row in rows:
+    shortest = min_seconds * SAMPLING_RATE
+    for row in load_prepared(str(path), "train", streaming=False):
         meeting = decode_prepared_row(row)
         audio, turns = meeting["audio"], meeting["turns"]
-        for index, start, end in solo_spans(turns, min_seconds):
-            piece = audio[int(round(start * SAMPLING_RATE)) : int(round(end * SAMPLING_RATE))]
-            if piece.size >= min_seconds * SAMPLING_RATE:
-                keep(piece, turns[index]["speaker"])
-        for speaker, clips in meeting["enrollment"].items():
-            for clip in clips:
-                if clip.size >= min_seconds * SAMPLING_RATE:
-                    keep(clip, speaker)
+        pieces = [
+            (
+                turns[index]["speaker"],
+                audio[int(round(start * SAMPLING_RATE)) : int(round(end * SAMPLING_RATE))],
+            )
+            for index, start, end in solo_spans(turns, min_seconds)
+        ]
+        pieces += [(speaker, clip) for speaker, clips in meeting["enrollment"].items() for clip in clips]
+        for speaker, samples in pieces:
+            if samples.size >= shortest:
+                waveforms.append(pcm16(samples))
+                names.append(str(speaker))
     if not waveforms:
         raise ValueError(
             f"no single-speaker speech of {min_seconds} s or more in the meetings of {str(path)!r}"
         )
-    speakers = sorted(set(names))
-    index = {name: i for i, name in enumerate(speakers)}
-    return SpeakerUtterances(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+    return SpeakerUtterances.from_named(waveforms, names)
 
 
 def merge_utterances(*parts: SpeakerUtterances) -> SpeakerUtterances:
     """One `SpeakerUtterances` of all `parts`; a speaker name in several parts is one speaker."""
-    waveforms = [w for part in parts for w in part.waveforms]
-    names = [part.speakers[int(label)] for part in parts for label in part.labels]
-    speakers = sorted(set(names))
-    index = {name: i for i, name in enumerate(speakers)}
-    return SpeakerUtterances(waveforms, np.array([index[n] for n in names], dtype=np.int64), speakers)
+    return SpeakerUtterances.from_named(
+        [w for part in parts for w in part.waveforms],
+        [part.speakers[int(label)] for part in parts for label in part.labels],
+    )
 
 
 def speaker_centroids(
@@ -478,12 +471,16 @@ def train_extractor(
         train_data, held_out = split_held_out(data, held_out_speakers, seed)
         if meetings:
             held = set(held_out.speakers) if held_out else set()
-            for folder in meetings:
-                speech = load_meeting_speech(folder)
-                speech = speech.subset(
-                    [i for i, label in enumerate(speech.labels) if speech.speakers[label] not in held]
-                )
-                train_data = merge_utterances(train_data, speech)
+            speech = [load_meeting_speech(folder) for folder in meetings]
+            train_data = merge_utterances(
+                train_data,
+                *(
+                    part.subset(
+                        [i for i, label in enumerate(part.labels) if part.speakers[label] not in held]
+                    )
+                    for part in speech
+                ),
+            )
         print(
             f"{len(train_data)} train utterances of {len(train_data.speakers)} speakers "
             f"({time.perf_counter() - started:.0f} s to load); "
