@@ -34,7 +34,7 @@ from transformers import LogitsProcessorList
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
 from speakerlm_hf.generation_speakerlm import transcript_logits_processors, transcripts_aligned_lines
-from speakerlm_hf.linking_speakerlm import model_embedder
+from speakerlm_hf.linking_speakerlm import VoiceThresholds, model_embedder
 from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.pipeline_speakerlm import aligned_turns, embed_speakers, speaker_voices
@@ -108,10 +108,12 @@ def transcribe(
     constrain_labels: bool = True,
     ctc_weight: float | None = None,
     speaker_weight: float | None = None,
+    voice_thresholds: VoiceThresholds | None = None,
 ) -> tuple[list[str], list]:
     """Greedy transcripts, decoded as the pipeline decodes them: with `constrain_labels` every turn
     starts with a registered name or an anonymous label; `ctc_weight` / `speaker_weight` as the
-    pipeline's (None: the model's defaults, joint CTC decoding for a model trained with CTC).
+    pipeline's (None: the model's defaults, joint CTC decoding for a model trained with CTC), and
+    `voice_thresholds` (None: the model's `config.voice_thresholds`).
     Also each transcript's `aligned_lines` (`transcripts_aligned_lines`) for a model trained with CTC
     (`config.audio_ctc`), whatever the CTC weight (else None)."""
     texts, placements = [], []
@@ -128,6 +130,7 @@ def transcribe(
             constrain_labels=constrain_labels,
             ctc_weight=ctc_weight,
             speaker_weight=speaker_weight,
+            voice_thresholds=voice_thresholds,
         )
         out = model.generate(
             **inputs,
@@ -173,6 +176,34 @@ def score(sessions, hypotheses, mode: str, subset=None) -> dict:
     return scores
 
 
+def timed_turns(
+    sessions: list[dict],
+    registered: list,
+    texts: list[str],
+    placements: list,
+    token_seconds: float,
+    embed=None,
+    thresholds: VoiceThresholds | None = None,
+) -> list[list[dict]]:
+    """Each session's transcript as turns, placed in time and, with an `embed`der, relabelled by
+    voice with `thresholds` as the pipeline does (`aligned_turns`)."""
+    hypotheses = []
+    for session, enrolled, text, lines in zip(sessions, registered, texts, placements, strict=True):
+        mask = segment_recording(session["audio"]).speech if embed is not None else None
+        turns, _ = aligned_turns(
+            parse_role_transcript(text),
+            lines,
+            token_seconds,
+            session["audio"],
+            mask,
+            embed,
+            speaker_voices(enrolled or {}),
+            thresholds=thresholds or VoiceThresholds(),
+        )
+        hypotheses.append(turns)
+    return hypotheses
+
+
 def evaluate(
     model_dir: str,
     data: str,
@@ -195,6 +226,7 @@ def evaluate(
     pool = load_sessions(data, split, None) if limit and extra else sessions
     speakers = registrations(sessions, extra, seed, pool)
     embed = model_embedder(model) if relabel else None
+    thresholds = VoiceThresholds.from_config(model.config)
     results, outputs = {}, {}
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
     for mode in MODES:
@@ -212,20 +244,9 @@ def evaluate(
             ctc_weight,
             speaker_weight,
         )
-        hypotheses = []
-        for session, enrolled, text, lines in zip(sessions, registered, texts, placements, strict=True):
-            voices = speaker_voices(enrolled or {})
-            mask = segment_recording(session["audio"]).speech if relabel else None
-            turns, _ = aligned_turns(
-                parse_role_transcript(text),
-                lines,
-                processor.audio_token_seconds,
-                session["audio"],
-                mask,
-                embed,
-                voices,
-            )
-            hypotheses.append(turns)
+        hypotheses = timed_turns(
+            sessions, registered, texts, placements, processor.audio_token_seconds, embed, thresholds
+        )
         elapsed = time.perf_counter() - began
         results[mode] = {
             "all": score(sessions, hypotheses, mode),
@@ -239,6 +260,7 @@ def evaluate(
     results["ctc_weight"] = ctc_weight
     results["speaker_weight"] = speaker_weight
     results["relabel_speakers"] = relabel
+    results["voice_thresholds"] = thresholds.to_dict()
     results["audio_hours"] = audio_seconds / 3600
     return {"results": results, "transcripts": outputs}
 

@@ -1,0 +1,159 @@
+"""A model's voice thresholds (`config.voice_thresholds`): checked, saved with the model, used by the
+pipeline and the evaluation, and written by `training.tiny.tune_voices`."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
+from speakerlm_hf.linking_speakerlm import (
+    DEFAULT_VOICE_THRESHOLDS,
+    MIN_REGISTERED_SIMILARITY,
+    RELABEL_THRESHOLD,
+    VoiceThresholds,
+)
+from speakerlm_hf.pipeline_speakerlm import aligned_turns
+from speakerlm_hf.transcribe import DEFAULT_MODEL
+from training.tiny.tune_voices import best_value, write_thresholds
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "speakerlm_hf" / "examples"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"relabel": 1.5}, {"cluster": -2}, {"registered": True}, {"relabel": "0.7"}, {"threshold": 0.5}, [0.5]],
+)
+def test_bad_voice_thresholds_are_refused_by_name(settings):
+    with pytest.raises(ValueError, match="voice"):
+        SpeakerLMConfig(voice_thresholds=settings)
+    with pytest.raises(ValueError, match="voice"):
+        VoiceThresholds.from_dict(settings)
+
+
+def test_voice_thresholds_travel_with_the_config(tmp_path):
+    assert VoiceThresholds.from_config(SpeakerLMConfig()) == DEFAULT_VOICE_THRESHOLDS
+    config = SpeakerLMConfig(voice_thresholds={"relabel": 0.6, "cluster": 0})
+    config.save_pretrained(tmp_path)
+    loaded = SpeakerLMConfig.from_pretrained(tmp_path)
+    thresholds = VoiceThresholds.from_config(loaded)
+    assert (thresholds.relabel, thresholds.cluster) == (0.6, 0.0)
+    # the keys the config leaves out keep their defaults
+    assert thresholds.registered == MIN_REGISTERED_SIMILARITY
+    assert DEFAULT_VOICE_THRESHOLDS.relabel == RELABEL_THRESHOLD
+
+
+def test_relabelling_uses_the_thresholds_it_is_given():
+    """Two anonymous turns whose voices are 0.6 alike: one speaker under a relabel threshold of 0.5,
+    two under 0.75; a named turn 0.25 like its enrollment keeps the name only under a `registered`
+    threshold below that."""
+    rate = 16000
+    # three stretches of 3 s, told apart by their level
+    waveform = np.concatenate([np.full(3 * rate, level, dtype=np.float32) for level in (1.0, 2.0, 3.0)])
+    voices = {1: [1.0, 0.0, 0.0], 2: [0.6, 0.8, 0.0], 3: [0.0, 0.25, np.sqrt(1 - 0.25**2)]}
+
+    def embed(clips):
+        return np.stack([voices[round(float(clip.mean()))] for clip in clips])
+
+    turns = [
+        {"speaker": "spk0", "text": "one"},
+        {"speaker": "spk1", "text": "two"},
+        {"speaker": "Ann", "text": "three"},
+    ]
+    lines = [(b"spk0:", 5, 40), (b"spk1:", 55, 90), (b"Ann:", 105, 140)]  # audio tokens of 60 ms
+
+    def relabel(**thresholds):
+        placed, ok = aligned_turns(
+            [dict(t) for t in turns],
+            lines,
+            0.06,
+            waveform,
+            None,
+            embed,
+            {"Ann": np.array([0.0, 1.0, 0.0])},
+            thresholds=VoiceThresholds(**thresholds),
+        )
+        assert ok
+        return [t["speaker"] for t in placed]
+
+    assert relabel(relabel=0.5, registered=0.2) == ["spk0", "spk0", "Ann"]
+    assert relabel(relabel=0.75, registered=0.2) == ["spk0", "spk1", "Ann"]
+    assert relabel(relabel=0.75, registered=0.3) == ["spk0", "spk1", "spk2"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from speakerlm_hf.transcribe import load_pipeline
+
+    return load_pipeline(None)
+
+
+def test_the_pipeline_reads_the_models_voice_thresholds(pipe):
+    """Without registration, a relabel threshold every voice passes makes one speaker of the
+    example's three, and one no voice passes keeps them apart: the pipeline takes the model's."""
+    meeting = str(EXAMPLES / "meeting.wav")
+    config = pipe.model.config
+    try:
+        config.voice_thresholds = {"relabel": -1.0, "cluster": -1.0}
+        merged = {t["speaker"] for t in pipe(meeting)["turns"]}
+        config.voice_thresholds = None
+        default = {t["speaker"] for t in pipe(meeting)["turns"]}
+    finally:
+        config.voice_thresholds = None
+    assert merged == {"spk0"}
+    assert len(default) >= 2
+
+
+def test_tuning_keeps_the_current_value_on_ties_and_writes_the_config_whole(tmp_path):
+    assert best_value({0.5: 0.2, 0.6: 0.1, 0.7: 0.1}, current=0.75) == 0.7
+    assert best_value({0.5: 0.1, 0.6: 0.1}, current=0.5) == 0.5
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(DEFAULT_MODEL / "config.json", folder / "config.json")
+    before = json.loads((folder / "config.json").read_text())
+    write_thresholds(str(folder), VoiceThresholds(relabel=0.65, registered=0.2))
+    after = json.loads((folder / "config.json").read_text())
+    assert after.pop("voice_thresholds") == {"cluster": 0.5, "link": 0.5, "relabel": 0.65, "registered": 0.2}
+    before.pop("voice_thresholds", None)
+    assert after == before
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+    loaded = SpeakerLMConfig.from_pretrained(folder)
+    assert VoiceThresholds.from_config(loaded).relabel == 0.65
+
+
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
+)
+def test_tuning_scores_the_grid_on_held_out_sessions_and_applies_the_choice(tmp_path):
+    from training.synthetic.corpus import generate_corpus
+    from training.tiny.meetings import main as render_meetings
+    from training.tiny.tune_voices import main as tune_voices
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, 24, 24, seed=5, num_train_speakers=4, num_test_speakers=4, workers=1)
+    meetings = tmp_path / "meetings"
+    render_meetings(
+        ["--corpus", str(corpus), "--split", "test", "--num-sessions", "3", "--out", str(meetings)]
+        + ["--min-duration", "10", "--max-duration", "14", "--workers", "1"]
+    )
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    report_path = tmp_path / "voices.json"
+    tune_voices(
+        ["--model", str(model), "--data", str(meetings), "--first", "1", "--count", "2"]
+        + ["--extra-speakers", "2", "--cluster", "0.5", "--relabel", "-1.0", "0.75"]
+        + ["--registered", "0.3", "--output", str(report_path), "--apply"]
+    )
+    report = json.loads(report_path.read_text())
+    assert report["sessions"] == [1, 3]
+    scores = {entry["relabel"]: entry["cpcer"] for entry in report["no_regist"]}
+    assert set(scores) == {-1.0, 0.75}
+    # every turn one speaker (relabel -1) cannot beat voices kept apart on meetings of 2+ speakers
+    assert scores[-1.0] >= scores[0.75]
+    assert [entry["registered"] for entry in report["registered"]] == [0.3]
+    chosen = report["chosen"]
+    assert chosen["relabel"] == min(scores, key=lambda value: (scores[value], abs(value - 0.75)))
+    config = json.loads((model / "config.json").read_text())
+    assert config["voice_thresholds"] == chosen

@@ -1,0 +1,171 @@
+"""Calibrate a model's voice thresholds (`config.voice_thresholds`) for its speaker extractor.
+
+    python -m training.tiny.tune_voices --model outputs/tiny/stage4i-x3 --data /work/data/meetings-test \
+        --first 100 --count 50 --apply
+
+The cosines at which two stretches of speech count as one voice depend on the extractor: a
+retrained or swapped extractor spreads the same voices over other cosines, and thresholds chosen
+for the old one then split or merge speakers. This scores a grid of thresholds on held-out
+sessions that the reported evaluation does not use (`--first`: the evaluation takes the first
+100), as `training.tiny.evaluate` scores them, and picks:
+- `cluster` (the recording's voices clustered while decoding without registration) and `relabel`
+  (anonymous turns clustered by voice) by No-Regist cpCER: each `cluster` value decodes the
+  sessions again, `relabel` only re-scores the decoded turns;
+- `registered` (the least similarity for a registered name) by the mean of Match- and
+  Over-Regist saCER, on one decode of each.
+Ties go to the model's current value. `--apply` writes the chosen thresholds into the model's
+config.json (`link`, for long recordings, stays: `training.tiny.tune_linking` tunes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from speakerlm_hf.linking_speakerlm import VoiceThresholds, model_embedder
+from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
+from speakerlm_hf.pipeline_speakerlm import embed_speakers
+from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
+
+from .evaluate import load_sessions, registrations, score, timed_turns, transcribe
+
+
+def best_value(scores: dict[float, float], current: float) -> float:
+    """The value of lowest score; among equal scores, the one nearest `current`."""
+    return min(scores, key=lambda value: (round(scores[value], 6), abs(value - current)))
+
+
+def write_thresholds(model_dir: str, thresholds: VoiceThresholds) -> None:
+    """Set `voice_thresholds` in the model folder's config.json, replacing it atomically."""
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config["voice_thresholds"] = thresholds.to_dict()
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(config, out, indent=2, sort_keys=True)
+            out.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def tune(
+    model_dir: str,
+    data: str,
+    first: int,
+    count: int,
+    extra: int,
+    clusters: list[float],
+    relabels: list[float],
+    registereds: list[float],
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int = 400,
+) -> dict:
+    model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = SpeakerLMProcessor.from_pretrained(model_dir)
+    processor.match_model(model.config)
+    current = VoiceThresholds.from_config(model.config)
+    pool = load_sessions(data, "test", None)
+    sessions = pool[first : first + count]
+    if not sessions:
+        raise ValueError(f"{data} has no test sessions from number {first}")
+    speakers = registrations(sessions, extra, seed, pool)
+    embed = model_embedder(model)
+    token_seconds = processor.audio_token_seconds
+
+    def decode(mode: str, thresholds: VoiceThresholds):
+        registered = [embed_speakers(model, processor, clips) or None for clips in speakers[mode]]
+        texts, placements = transcribe(
+            model, processor, sessions, registered, batch_size, max_new_tokens, voice_thresholds=thresholds
+        )
+        return registered, texts, placements
+
+    no_regist = {}
+    for cluster in clusters:
+        decoded = decode("no", VoiceThresholds(**{**current.to_dict(), "cluster": cluster}))
+        for relabel in relabels:
+            thresholds = VoiceThresholds(**{**current.to_dict(), "cluster": cluster, "relabel": relabel})
+            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds)
+            no_regist[(cluster, relabel)] = score(sessions, turns, "no")
+            print(
+                f"no-regist cluster {cluster:.2f} relabel {relabel:.2f}: "
+                f"cpCER {100 * no_regist[(cluster, relabel)]['cpcer']:.2f}%",
+                flush=True,
+            )
+    registered_scores = {value: {} for value in registereds}
+    for mode in ("match", "over"):
+        decoded = decode(mode, current)
+        for value in registereds:
+            thresholds = VoiceThresholds(**{**current.to_dict(), "registered": value})
+            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds)
+            registered_scores[value][mode] = score(sessions, turns, mode)
+            print(
+                f"{mode}-regist registered {value:.2f}: saCER {100 * registered_scores[value][mode]['sacer']:.2f}%",
+                flush=True,
+            )
+    pairs = {key: result["cpcer"] for key, result in no_regist.items()}
+    cluster, relabel = min(
+        pairs,
+        key=lambda k: (round(pairs[k], 6), abs(k[0] - current.cluster) + abs(k[1] - current.relabel)),
+    )
+    registered = best_value(
+        {v: np.mean([r["match"]["sacer"], r["over"]["sacer"]]) for v, r in registered_scores.items()},
+        current.registered,
+    )
+    chosen = VoiceThresholds(cluster=cluster, link=current.link, relabel=relabel, registered=registered)
+    return {
+        "sessions": [first, first + len(sessions)],
+        "current": current.to_dict(),
+        "chosen": chosen.to_dict(),
+        "no_regist": [{"cluster": c, "relabel": r, **result} for (c, r), result in sorted(no_regist.items())],
+        "registered": [{"registered": v, **result} for v, result in sorted(registered_scores.items())],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="a SpeakerLM folder")
+    parser.add_argument(
+        "--data", required=True, help="prepared held-out sessions (training/tiny/meetings.py)"
+    )
+    parser.add_argument("--first", type=int, default=100, help="first session tuned on")
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--extra-speakers", type=int, default=20)
+    parser.add_argument("--cluster", type=float, nargs="+", default=[0.4, 0.5, 0.6])
+    parser.add_argument("--relabel", type=float, nargs="+", default=[0.55, 0.6, 0.65, 0.7, 0.75, 0.8])
+    parser.add_argument("--registered", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
+    parser.add_argument("--output", default=None, help="JSON with every score")
+    parser.add_argument("--apply", action="store_true", help="write the chosen thresholds into the model")
+    args = parser.parse_args(argv)
+    report = tune(
+        args.model,
+        args.data,
+        args.first,
+        args.count,
+        args.extra_speakers,
+        args.cluster,
+        args.relabel,
+        args.registered,
+    )
+    print(f"current {report['current']}\nchosen  {report['chosen']}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=1))
+    if args.apply:
+        write_thresholds(args.model, VoiceThresholds(**report["chosen"]))
+        print(f"wrote voice_thresholds into {args.model}/config.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
