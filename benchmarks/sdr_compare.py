@@ -37,6 +37,7 @@ import torch
 from speakerlm_hf.cascade import CascadeConfig, CascadeSDR, correct_with_llm
 from speakerlm_hf.data import decode_prepared_row
 from speakerlm_hf.data.audio import SAMPLING_RATE
+from speakerlm_hf.linking_speakerlm import VoiceThresholds
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.transcribe import load_pipeline
 
@@ -189,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--funasr-speaker", help="local funasr CAM++ folder for the cascade's embeddings")
     parser.add_argument(
-        "--threshold", type=float, default=CascadeConfig.threshold, help="cascade AHC threshold"
+        "--threshold",
+        type=float,
+        help="cascade AHC threshold (default: with SpeakerLM's extractor, the model's voice thresholds; "
+        f"with funasr's, {CascadeConfig.threshold})",
     )
     parser.add_argument(
         "--oracle-count", action="store_true", help="give every system the true speaker count"
@@ -210,10 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = load_examples(args.data, args.split, args.limit, args.seed, args.mic)
     pipe = load_pipeline(args.model, args.device)
     generate_kwargs = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
-    config = CascadeConfig(threshold=args.threshold)
     if args.funasr_asr:
+        config = CascadeConfig() if args.threshold is None else CascadeConfig(threshold=args.threshold)
         cascade = CascadeSDR.from_funasr(args.funasr_asr, args.funasr_speaker, args.device or "cpu", config)
     else:
+        # the model's extractor: the cosines calibrated for it (`config.voice_thresholds`)
+        voices = VoiceThresholds.from_config(pipe.model.config)
+        threshold = voices.cluster if args.threshold is None else args.threshold
+        config = CascadeConfig(threshold=threshold, registration_threshold=voices.registered)
         cascade = CascadeSDR.from_speakerlm(pipe, config, **generate_kwargs)
     llm = tokenizer = None
     if not args.no_llm:

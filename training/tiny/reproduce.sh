@@ -124,9 +124,9 @@ step speaker-extractor3 "$WORK/speaker_extractor3/model.safetensors" python -m t
 step stage4i-x3 "$WORK/stage4i-x3" python -m training.tiny.replace_extractor --model "$WORK/stage4i-avg" \
     --extractor "$WORK/speaker_extractor3" --out "$WORK/stage4i-x3"
 # the shipped weights: the voice thresholds calibrated for that extractor on held-out sessions 100-149
-# (the evaluation scores the first 100)
+# (sessions 100-139; the evaluation scores the first 100)
 step voice-thresholds "$WORK/voice-thresholds.json" python -m training.tiny.tune_voices --model "$WORK/stage4i-x3" \
-    --data "$WORK/meetings-test" --first 100 --count 50 --output "$WORK/voice-thresholds.json" --apply
+    --data "$WORK/meetings-test" --first 100 --count 40 --output "$WORK/voice-thresholds.json" --apply
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4i-x3" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4i-x3" \

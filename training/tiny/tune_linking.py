@@ -6,7 +6,8 @@ Renders meetings of 2-4 test voices lasting 2-3 minutes (so the pipeline cuts th
 segments whose anonymous speakers must be linked), transcribes each once, then links the same
 segment outputs with every threshold and reports cpCER and the speaker-count accuracy. The
 threshold is the cosine similarity above which two anonymous speakers of different segments
-are merged.
+are merged. `--apply` writes the best one into the model's `config.voice_thresholds` (`link`),
+which the pipeline then links with by default.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 
 from speakerlm_hf.data.audio import decode_audio
+from speakerlm_hf.linking_speakerlm import VoiceThresholds
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.transcribe import load_pipeline
 
 from ..synthetic.voices import make_speakers
 from .meetings import plan_sessions_for, render_session
+from .tune_voices import write_thresholds
 
 
 def segment_outputs(pipe, audio: np.ndarray) -> list[dict]:
@@ -40,7 +44,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     parser.add_argument("--output", default=None)
+    parser.add_argument("--apply", action="store_true", help="write the best threshold into --model")
     args = parser.parse_args(argv)
+    if args.apply and args.model is None:
+        parser.error("--apply needs --model (the shipped model is changed by training.tiny.ship)")
     pipe = load_pipeline(args.model)
     speakers = make_speakers(100, "test", seed=0)
     jobs = plan_sessions_for(speakers, "test", args.num_meetings, args.seed, (120.0, 180.0))
@@ -74,6 +81,10 @@ def main(argv=None) -> int:
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"results": results, "best": best}, handle, indent=1)
+    if args.apply:
+        current = VoiceThresholds.from_config(pipe.model.config)
+        write_thresholds(args.model, replace(current, link=best))
+        print(f"wrote link threshold {best} into {args.model}/config.json")
     return 0
 
 

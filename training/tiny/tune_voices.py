@@ -1,7 +1,7 @@
 """Calibrate a model's voice thresholds (`config.voice_thresholds`) for its speaker extractor.
 
     python -m training.tiny.tune_voices --model outputs/tiny/stage4i-x3 --data /work/data/meetings-test \
-        --first 100 --count 50 --apply
+        --first 100 --count 40 --apply
 
 The cosines at which two stretches of speech count as one voice depend on the extractor: a
 retrained or swapped extractor spreads the same voices over other cosines, and thresholds chosen
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         "--data", required=True, help="prepared held-out sessions (training/tiny/meetings.py)"
     )
     parser.add_argument("--first", type=int, default=100, help="first session tuned on")
-    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--extra-speakers", type=int, default=20)
     parser.add_argument("--cluster", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     parser.add_argument("--relabel", type=float, nargs="+", default=[0.55, 0.6, 0.65, 0.7, 0.75, 0.8])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -52,6 +54,22 @@ def spec_augment_settings(settings: dict, input_size: int) -> dict:
     if not 0 <= float(full["time_mask_rate"]) <= 1:
         raise ValueError(f"spec_augment time_mask_rate must be in [0, 1], got {full['time_mask_rate']!r}")
     return full
+
+
+# What `config.voice_thresholds` may hold (see `linking_speakerlm.VoiceThresholds`).
+VOICE_THRESHOLD_KEYS = ("cluster", "link", "relabel", "registered")
+
+
+def voice_threshold_settings(settings) -> dict[str, float]:
+    """`settings` (any subset of `VOICE_THRESHOLD_KEYS`) checked: each a cosine similarity in [-1, 1]."""
+    if not isinstance(settings, Mapping) or set(settings) - set(VOICE_THRESHOLD_KEYS):
+        raise ValueError(
+            f"voice_thresholds must be None or a dict of {VOICE_THRESHOLD_KEYS}, got {settings!r}"
+        )
+    for key, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+            raise ValueError(f"voice threshold {key!r} must be a cosine similarity in [-1, 1], got {value!r}")
+    return {key: float(value) for key, value in settings.items()}
 
 
 # Model inputs besides the text: audio features and the registered speakers' enrollment.
@@ -118,6 +136,10 @@ class SpeakerLMConfig(PreTrainedConfig):
             frame), `freq_masks`, `max_freq_width` (bins), `time_mask_rate` (masks per valid frame)
             and `max_time_width` (frames); missing keys take `SPEC_AUGMENT_DEFAULTS`. Never applied
             at inference.
+        voice_thresholds: None, or the cosine similarities at which the speaker extractor's voices
+            count as one speaker (`cluster`, `link`, `relabel`, `registered`; see
+            `linking_speakerlm.VoiceThresholds`), calibrated for this model's extractor; missing keys
+            take the defaults.
         lora: None, or the settings of LoRA adapters the LLM carries unmerged (`r`, `alpha`,
             `dropout`, `target_modules`): set by `add_lora` and cleared by `merge_lora`, so that the
             mid-run checkpoints of a LoRA stage load with their adapters. Exported models have none.
@@ -147,6 +169,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     end_token_id: int | None = None
     initializer_range: float = 0.02
     spec_augment: dict | None = None
+    voice_thresholds: dict | None = None
     lora: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -167,6 +190,8 @@ class SpeakerLMConfig(PreTrainedConfig):
             raise ValueError("speaker_label_hints needs audio_speaker_window > 0 (the windows it compares)")
         if self.spec_augment is not None:
             self.spec_augment = spec_augment_settings(self.spec_augment, self.audio_config.input_size)
+        if self.voice_thresholds is not None:
+            self.voice_thresholds = voice_threshold_settings(self.voice_thresholds)
         if self.lora is not None:
             if not isinstance(self.lora, dict) or set(self.lora) - set(LORA_SETTINGS):
                 raise ValueError(f"lora must be None or a dict of {LORA_SETTINGS}, got {self.lora!r}")

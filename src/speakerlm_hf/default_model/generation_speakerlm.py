@@ -37,7 +37,7 @@ import torch
 from transformers import LogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from .linking_speakerlm import DEFAULT_THRESHOLD, cluster_embeddings
+from .linking_speakerlm import DEFAULT_THRESHOLD, VoiceThresholds, cluster_embeddings
 
 ANONYMOUS_IN_TEXT = re.compile(rb"(?m)^(?:\[[^\]\n]*\][ ]*)?(spk\d+):")
 # The bytes of an anonymous label so far: "", "s", "sp", "spk", "spk1", "spk1:".
@@ -930,6 +930,7 @@ def transcript_logits_processors(
     speaker_weight: float | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     roles: bool = True,
+    voice_thresholds: VoiceThresholds | None = None,
 ) -> list[LogitsProcessor]:
     """The processors that decode a batch of transcripts by roles: `SpeakerLabelConstraint` (with
     `constrain_labels`), then `CTCPrefixScorer` (when `ctc_weight` > 0; None means
@@ -937,7 +938,9 @@ def transcript_logits_processors(
     transcript, else 0), steering labels by voice with `speaker_weight` (None:
     `DEFAULT_SPEAKER_WEIGHT`), and line breaks by voice changes with `BREAK_FRACTION` of it, when
     the model has `audio_speaker_window`; without registered speakers the recording's voices are
-    clustered first (`DEFAULT_CLUSTER_THRESHOLD`) and the anonymous labels follow the clusters.
+    clustered first (down to `voice_thresholds.cluster`; None: the model's
+    `config.voice_thresholds`, by default `DEFAULT_CLUSTER_THRESHOLD`) and the anonymous labels
+    follow the clusters.
 
     `inputs` is the processor's output for the batch, `names` the registered names of each
     recording (or one list for all of them); `roles=False` decodes plain transcripts (the ASR
@@ -975,6 +978,7 @@ def transcript_logits_processors(
                 speakers=[s.cpu() for s in guides["speakers"]] if "speakers" in guides else None,
                 names=names,
                 speaker_weight=speaker_weight if roles else 0.0,
+                cluster_threshold=(voice_thresholds or VoiceThresholds.from_config(model.config)).cluster,
                 break_weight=BREAK_FRACTION * speaker_weight if roles else 0.0,
                 roles=roles,
             )

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from .audio_frontend import speaker_features
+from .configuration_speakerlm import voice_threshold_settings
 from .feature_extraction_speakerlm import SAMPLING_RATE
 from .segmentation_speakerlm import FRAMES_PER_SECOND, mask_runs
 
@@ -47,6 +49,47 @@ REGISTERED_SHARPNESS = 20.0
 MIN_REGISTERED_SIMILARITY = 0.3
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class VoiceThresholds:
+    """The cosine similarities at which voices count as one speaker. They belong to the speaker
+    extractor: another extractor spreads the same voices over other cosines, so a model carries
+    its own in `config.voice_thresholds` (missing keys take these defaults, chosen with
+    SpeakerLM-Tiny's first extractor).
+
+    cluster: without registration, the recording's voice windows are clustered down to this while
+        decoding (`CTCPrefixScorer`'s `cluster_threshold`).
+    link: the anonymous speakers of the segments of a long recording are linked above this.
+    relabel: two anonymous turns of a segment are one speaker above this (`relabel_turns`).
+    registered: a turn the model gave a registered name whose best registered speaker is under
+        this is taken for someone not registered.
+    """
+
+    cluster: float = DEFAULT_THRESHOLD
+    link: float = DEFAULT_THRESHOLD
+    relabel: float = RELABEL_THRESHOLD
+    registered: float = MIN_REGISTERED_SIMILARITY
+
+    def __post_init__(self):
+        for key, value in voice_threshold_settings(self.to_dict()).items():
+            object.__setattr__(self, key, value)
+
+    @classmethod
+    def from_dict(cls, values: Mapping | None) -> VoiceThresholds:
+        """From a `{"cluster", "link", "relabel", "registered"}` dict (any subset; None: all defaults)."""
+        return cls() if values is None else cls(**voice_threshold_settings(values))
+
+    @classmethod
+    def from_config(cls, config) -> VoiceThresholds:
+        """The thresholds of a model's config (`voice_thresholds`; defaults where it has none)."""
+        return cls.from_dict(getattr(config, "voice_thresholds", None))
+
+    def to_dict(self) -> dict[str, float]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+DEFAULT_VOICE_THRESHOLDS = VoiceThresholds()
 
 
 def turn_span(turn: Mapping, duration: float) -> tuple[float, float]:
@@ -219,12 +262,13 @@ def relabel_turns(
     threshold: float = RELABEL_THRESHOLD,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
+    min_registered_similarity: float = MIN_REGISTERED_SIMILARITY,
 ) -> list[dict]:
     """A segment's timed turns with the speakers their voices (`turn_embeddings`) say, touching turns
     of one speaker then joined (`join_touching`).
 
     Turns the model gave a registered name are assigned among the `registered` speakers' raw
-    embeddings (`registered_assignment`); one whose best match is under `MIN_REGISTERED_SIMILARITY`
+    embeddings (`registered_assignment`); one whose best match is under `min_registered_similarity`
     joins the anonymous turns. The anonymous turns are clustered (`cluster_embeddings`, average
     linkage above `threshold`) and named `spk0`, `spk1`, ... in order of first appearance;
     `min_speakers` / `max_speakers` count everyone, the registered speakers found included."""
@@ -242,7 +286,7 @@ def relabel_turns(
         similarity = vectors[named] @ voices.T
         chosen = registered_assignment(similarity, seconds[named])
         for row, (number, index) in enumerate(zip(named, chosen.tolist(), strict=True)):
-            if similarity[row, index] >= MIN_REGISTERED_SIMILARITY:
+            if similarity[row, index] >= min_registered_similarity:
                 labels[number] = names[index]
     anonymous = [number for number, label in enumerate(labels) if label is None]
     if anonymous:
@@ -409,6 +453,8 @@ def link_segments(
 __all__ = [
     "DEFAULT_THRESHOLD",
     "RELABEL_THRESHOLD",
+    "VoiceThresholds",
+    "DEFAULT_VOICE_THRESHOLDS",
     "turn_embeddings",
     "registered_assignment",
     "join_touching",

@@ -24,7 +24,8 @@ from transformers.pipelines.base import ChunkPipeline
 from .feature_extraction_speakerlm import SAMPLING_RATE, pad_features
 from .generation_speakerlm import resolve_ctc_weight, transcript_logits_processors, transcripts_aligned_lines
 from .linking_speakerlm import (
-    DEFAULT_THRESHOLD,
+    DEFAULT_VOICE_THRESHOLDS,
+    VoiceThresholds,
     join_touching,
     link_segments,
     local_speaker_embeddings,
@@ -168,6 +169,7 @@ def aligned_turns(
     voices: Mapping[str, np.ndarray] | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
+    thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS,
 ) -> tuple[list[dict], bool]:
     """One segment's turns placed in time by their aligned lines (`place_turns`) and, with an
     `embed`der of the model's speaker extractor, relabelled by their voices (`relabel_turns`,
@@ -177,7 +179,14 @@ def aligned_turns(
     if embed is not None and turns:
         vectors, seconds = turn_embeddings(waveform, turns, embed, speech_mask)
         turns = relabel_turns(
-            turns, vectors, seconds, voices, min_speakers=min_speakers, max_speakers=max_speakers
+            turns,
+            vectors,
+            seconds,
+            voices,
+            threshold=thresholds.relabel,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+            min_registered_similarity=thresholds.registered,
         )
     return turns, True
 
@@ -226,7 +235,8 @@ class SpeakerLMPipeline(ChunkPipeline):
         batch_size: segments per `generate` call (default 4).
         max_segment_duration: longest segment in seconds (default 50, as in the paper's evaluation).
         linking_threshold: cosine similarity above which two anonymous speakers of different
-            segments are taken for one person (default 0.5).
+            segments are taken for one person (default: the model's `config.voice_thresholds`
+            `link`, 0.5 when it has none).
         progress_callback: called as `callback(segments_done, segments_total)` after every batch.
         constrain_labels: start every turn with a registered name or an anonymous label in order
             of first appearance, never an invented name (default True; see `generation_speakerlm`).
@@ -470,6 +480,7 @@ class SpeakerLMPipeline(ChunkPipeline):
                     generated[:, prompt_length:],
                 )
             relabel = info["align"] and relabel_speakers
+            thresholds = VoiceThresholds.from_config(self.model.config)
             embed = model_embedder(self.model) if info["link"] or relabel else None
             # a segment holds at most the recording's people, and all of them when it is the recording
             bounds = {"max_speakers": num_speakers or max_speakers}
@@ -488,6 +499,7 @@ class SpeakerLMPipeline(ChunkPipeline):
                         mask,
                         embed if relabel else None,
                         info["voices"],
+                        thresholds=thresholds,
                         **bounds,
                     )
                 if placed:
@@ -513,13 +525,15 @@ class SpeakerLMPipeline(ChunkPipeline):
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
-        linking_threshold: float = DEFAULT_THRESHOLD,
+        linking_threshold: float | None = None,
     ) -> dict[str, Any]:
         segments = [result for output in model_outputs for result in output["results"]]
         first = model_outputs[0]
         if not segments:
             return {"text": "", "turns": []}
         if first["link"]:
+            if linking_threshold is None:
+                linking_threshold = VoiceThresholds.from_config(self.model.config).link
             turns = link_segments(
                 segments, first["names"], num_speakers, min_speakers, max_speakers, linking_threshold
             )
