@@ -17,7 +17,7 @@ from speakerlm_hf.linking_speakerlm import (
 )
 from speakerlm_hf.pipeline_speakerlm import aligned_turns
 from speakerlm_hf.transcribe import DEFAULT_MODEL
-from training.tiny.tune_voices import best_value, write_thresholds
+from training.tiny.tune_voices import best_value, memoized, write_thresholds
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "speakerlm_hf" / "examples"
 
@@ -83,6 +83,21 @@ def test_relabelling_uses_the_thresholds_it_is_given():
     assert relabel(relabel=0.75, registered=0.3) == ["spk0", "spk1", "spk2"]
 
 
+def test_memoized_embedder_embeds_each_distinct_clip_once():
+    seen = []
+
+    def embed(clips):
+        seen.extend(clip.size for clip in clips)
+        return np.stack([[float(clip.size), float(clip.sum())] for clip in clips])
+
+    cached = memoized(embed)
+    a, b = np.ones(3, dtype=np.float32), np.arange(4, dtype=np.float32)
+    first = cached([a, b, a])
+    again = cached([b.copy(), np.ones(5, dtype=np.float32)])
+    assert first.tolist() == [[3, 3], [4, 6], [3, 3]] and again.tolist() == [[4, 6], [5, 5]]
+    assert seen == [3, 4, 5]
+
+
 @pytest.fixture(scope="module")
 def pipe():
     from speakerlm_hf.transcribe import load_pipeline
@@ -109,6 +124,8 @@ def test_the_pipeline_reads_the_models_voice_thresholds(pipe):
 def test_tuning_keeps_the_current_value_on_ties_and_writes_the_config_whole(tmp_path):
     assert best_value({0.5: 0.2, 0.6: 0.1, 0.7: 0.1}, current=0.75) == 0.7
     assert best_value({0.5: 0.1, 0.6: 0.1}, current=0.5) == 0.5
+    pairs = {(0.4, 0.6): 0.1, (0.5, 0.65): 0.1, (0.5, 0.75): 0.3}
+    assert best_value(pairs, current=(0.5, 0.75)) == (0.5, 0.65)
     folder = tmp_path / "model"
     folder.mkdir()
     shutil.copy(DEFAULT_MODEL / "config.json", folder / "config.json")

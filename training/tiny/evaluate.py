@@ -34,7 +34,7 @@ from transformers import LogitsProcessorList
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
 from speakerlm_hf.generation_speakerlm import transcript_logits_processors, transcripts_aligned_lines
-from speakerlm_hf.linking_speakerlm import VoiceThresholds, model_embedder
+from speakerlm_hf.linking_speakerlm import DEFAULT_VOICE_THRESHOLDS, VoiceThresholds, model_embedder
 from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.pipeline_speakerlm import aligned_turns, embed_speakers, speaker_voices
@@ -183,7 +183,7 @@ def timed_turns(
     placements: list,
     token_seconds: float,
     embed=None,
-    thresholds: VoiceThresholds | None = None,
+    thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS,
 ) -> list[list[dict]]:
     """Each session's transcript as turns, placed in time and, with an `embed`der, relabelled by
     voice with `thresholds` as the pipeline does (`aligned_turns`)."""
@@ -198,7 +198,7 @@ def timed_turns(
             mask,
             embed,
             speaker_voices(enrolled or {}),
-            thresholds=thresholds or VoiceThresholds(),
+            thresholds=thresholds,
         )
         hypotheses.append(turns)
     return hypotheses

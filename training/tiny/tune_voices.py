@@ -20,14 +20,16 @@ config.json (`link`, for long recordings, stays: `training.tiny.tune_linking` tu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from speakerlm_hf.linking_speakerlm import VoiceThresholds, model_embedder
+from speakerlm_hf.linking_speakerlm import Embedder, VoiceThresholds, model_embedder
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.pipeline_speakerlm import embed_speakers
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
@@ -35,9 +37,34 @@ from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
 from .evaluate import load_sessions, registrations, score, timed_turns, transcribe
 
 
-def best_value(scores: dict[float, float], current: float) -> float:
-    """The value of lowest score; among equal scores, the one nearest `current`."""
-    return min(scores, key=lambda value: (round(scores[value], 6), abs(value - current)))
+def best_value(scores: dict, current):
+    """The key of lowest score; among equal scores, the one nearest `current` (keys are values or
+    tuples of values, compared to `current` by the sum of absolute differences)."""
+
+    def distance(key) -> float:
+        return float(np.abs(np.subtract(key, current)).sum())
+
+    return min(scores, key=lambda key: (round(scores[key], 6), distance(key)))
+
+
+def memoized(embed: Embedder) -> Embedder:
+    """`embed` remembering each clip's embedding: the grid re-scores the same decoded turns, whose
+    clips do not depend on the thresholds. Exact, since `model_embedder` embeds clips one by one."""
+    memory: dict[bytes, np.ndarray] = {}
+
+    def key(clip: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(clip).tobytes(), digest_size=16).digest() + bytes(
+            str(clip.shape), "ascii"
+        )
+
+    def cached(clips):
+        keys = [key(clip) for clip in clips]
+        missing = {k: clip for k, clip in zip(keys, clips, strict=True) if k not in memory}
+        if missing:
+            memory.update(zip(missing, embed(list(missing.values())), strict=True))
+        return np.stack([memory[k] for k in keys])
+
+    return cached
 
 
 def write_thresholds(model_dir: str, thresholds: VoiceThresholds) -> None:
@@ -78,7 +105,7 @@ def tune(
     if not sessions:
         raise ValueError(f"{data} has no test sessions from number {first}")
     speakers = registrations(sessions, extra, seed, pool)
-    embed = model_embedder(model)
+    embed = memoized(model_embedder(model))
     token_seconds = processor.audio_token_seconds
 
     def decode(mode: str, thresholds: VoiceThresholds):
@@ -90,9 +117,9 @@ def tune(
 
     no_regist = {}
     for cluster in clusters:
-        decoded = decode("no", VoiceThresholds(**{**current.to_dict(), "cluster": cluster}))
+        decoded = decode("no", replace(current, cluster=cluster))
         for relabel in relabels:
-            thresholds = VoiceThresholds(**{**current.to_dict(), "cluster": cluster, "relabel": relabel})
+            thresholds = replace(current, cluster=cluster, relabel=relabel)
             turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds)
             no_regist[(cluster, relabel)] = score(sessions, turns, "no")
             print(
@@ -104,23 +131,21 @@ def tune(
     for mode in ("match", "over"):
         decoded = decode(mode, current)
         for value in registereds:
-            thresholds = VoiceThresholds(**{**current.to_dict(), "registered": value})
+            thresholds = replace(current, registered=value)
             turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds)
             registered_scores[value][mode] = score(sessions, turns, mode)
             print(
                 f"{mode}-regist registered {value:.2f}: saCER {100 * registered_scores[value][mode]['sacer']:.2f}%",
                 flush=True,
             )
-    pairs = {key: result["cpcer"] for key, result in no_regist.items()}
-    cluster, relabel = min(
-        pairs,
-        key=lambda k: (round(pairs[k], 6), abs(k[0] - current.cluster) + abs(k[1] - current.relabel)),
+    cluster, relabel = best_value(
+        {key: result["cpcer"] for key, result in no_regist.items()}, (current.cluster, current.relabel)
     )
     registered = best_value(
         {v: np.mean([r["match"]["sacer"], r["over"]["sacer"]]) for v, r in registered_scores.items()},
         current.registered,
     )
-    chosen = VoiceThresholds(cluster=cluster, link=current.link, relabel=relabel, registered=registered)
+    chosen = replace(current, cluster=cluster, relabel=relabel, registered=registered)
     return {
         "sessions": [first, first + len(sessions)],
         "current": current.to_dict(),
