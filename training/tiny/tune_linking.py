@@ -6,7 +6,10 @@ Renders meetings of 2-4 test voices lasting 2-3 minutes (so the pipeline cuts th
 segments whose anonymous speakers must be linked), transcribes each once, then links the same
 segment outputs with every threshold and reports cpCER and the speaker-count accuracy. The
 threshold is the cosine similarity above which two anonymous speakers of different segments
-are merged. `--apply` writes the best one into the model's `config.voice_thresholds` (`link`),
+are merged. It also reports how far apart the two kinds of pairs that linking decides on lie:
+the cosines of local speakers of different segments that are one reference speaker (by the
+speaker they overlap most in time) and of those that are two; every threshold between the
+highest "two" and the lowest "one" links alike. `--apply` writes the best one into the model's `config.voice_thresholds` (`link`),
 which the pipeline then links with by default.
 """
 
@@ -20,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from speakerlm_hf.data.audio import decode_audio
-from speakerlm_hf.linking_speakerlm import VoiceThresholds
+from speakerlm_hf.linking_speakerlm import VoiceThresholds, turn_span, unit_rows
 from speakerlm_hf.metrics import score_sessions
 from speakerlm_hf.transcribe import load_pipeline
 
@@ -33,6 +36,56 @@ def segment_outputs(pipe, audio: np.ndarray) -> list[dict]:
     """The pipeline's per-batch model outputs for `audio` (No-Regist), before linking."""
     preprocess, forward, _ = pipe._sanitize_parameters()
     return [pipe._forward(chunk, **forward) for chunk in pipe.preprocess(audio, **preprocess)]
+
+
+def reference_speaker(turns, offset: float, length: float, reference) -> str | None:
+    """The reference speaker whose turns overlap `turns` (times from `offset`) the longest."""
+    overlap = {}
+    for turn in turns:
+        start, end = turn_span(turn, length)
+        start, end = offset + start, offset + end
+        for ref in reference:
+            shared = min(end, ref["end"]) - max(start, ref["start"])
+            if shared > 0:
+                overlap[ref["speaker"]] = overlap.get(ref["speaker"], 0.0) + shared
+    return max(overlap, key=overlap.get) if overlap else None
+
+
+def linking_pairs(reference, model_outputs) -> tuple[list[float], list[float]]:
+    """Cosines of local speakers of different segments: (same reference speaker, different ones)."""
+    keys, vectors = [], []
+    segments = [result for output in model_outputs for result in output["results"]]
+    for number, segment in enumerate(segments):
+        length = float(segment["end"]) - float(segment["start"])
+        for label, entry in segment.get("speakers", {}).items():
+            turns = [t for t in segment["turns"] if t["speaker"] == label]
+            speaker = reference_speaker(turns, float(segment["start"]), length, reference)
+            if speaker is not None:
+                keys.append((number, speaker))
+                vectors.append(np.asarray(entry["embedding"], dtype=np.float64))
+    same, different = [], []
+    if vectors:
+        similarity = unit_rows(np.stack(vectors)) @ unit_rows(np.stack(vectors)).T
+        for i, (segment_i, speaker_i) in enumerate(keys):
+            for j in range(i + 1, len(keys)):
+                segment_j, speaker_j = keys[j]
+                if segment_i != segment_j:
+                    (same if speaker_i == speaker_j else different).append(float(similarity[i, j]))
+    return same, different
+
+
+def describe(values: list[float]) -> dict:
+    if not values:
+        return {"pairs": 0}
+    array = np.asarray(values)
+    return {
+        "pairs": int(array.size),
+        "min": float(array.min()),
+        "p5": float(np.percentile(array, 5)),
+        "median": float(np.median(array)),
+        "p95": float(np.percentile(array, 95)),
+        "max": float(array.max()),
+    }
 
 
 def main(argv=None) -> int:
@@ -60,6 +113,21 @@ def main(argv=None) -> int:
             f"{row['id']}: {row['end']:.0f} s, {len({t['speaker'] for t in row['turns']})} speakers",
             flush=True,
         )
+    same, different = [], []
+    for name, model_outputs in outputs.items():
+        pairs = linking_pairs(reference[name], model_outputs)
+        same += pairs[0]
+        different += pairs[1]
+    margin = {"same_speaker": describe(same), "different_speakers": describe(different)}
+    for kind, figures in margin.items():
+        print(
+            f"{kind.replace('_', ' ')}: {figures['pairs']} pairs"
+            + (
+                f", cosine min {figures['min']:.2f} / median {figures['median']:.2f} / max {figures['max']:.2f}"
+                if figures["pairs"]
+                else ""
+            )
+        )
     results = {}
     for threshold in args.thresholds:
         hypothesis = {
@@ -80,7 +148,7 @@ def main(argv=None) -> int:
     print(f"best threshold: {best}")
     if args.output:
         with open(args.output, "w") as handle:
-            json.dump({"results": results, "best": best}, handle, indent=1)
+            json.dump({"results": results, "best": best, "pairs": margin}, handle, indent=1)
     if args.apply:
         current = VoiceThresholds.from_config(pipe.model.config)
         write_thresholds(args.model, replace(current, link=best))
