@@ -51,6 +51,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4e) echo "--train_data $WORK/meetings-acoustic4/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4h) echo "--train_data $WORK/meetings-acoustic5/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4i) echo "--train_data $WORK/meetings-acoustic6/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
+            4j) echo "--train_data $WORK/meetings-acoustic[67]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -123,12 +124,20 @@ step speaker-extractor3 "$WORK/speaker_extractor3/model.safetensors" python -m t
     --data-seed 9
 step stage4i-x3 "$WORK/stage4i-x3" python -m training.tiny.replace_extractor --model "$WORK/stage4i-avg" \
     --extractor "$WORK/speaker_extractor3" --out "$WORK/stage4i-x3"
-# the shipped weights: the voice thresholds calibrated for that extractor on held-out sessions 100-149
+# the voice thresholds calibrated for that extractor on held-out sessions 100-149
 # (sessions 100-139; the evaluation scores the first 100)
 step voice-thresholds "$WORK/voice-thresholds.json" python -m training.tiny.tune_voices --model "$WORK/stage4i-x3" \
     --data "$WORK/meetings-test" --first 100 --count 40 --output "$WORK/voice-thresholds.json" --apply
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4i-x3" \
+# an LLM round: the audio projector, the speaker projector and the LLM trained on the full targets of
+# the last two acoustic rounds' meetings, reading the acoustic rounds' encoder and the new extractor
+# (whose bank of train speakers is recomputed first); the voice thresholds come with the start
+step speaker-bank3 "$WORK/bank-meetings-x3.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
+    --model "$WORK/stage4i-x3" --out "$WORK/bank-meetings-x3.safetensors" --corpus-name synthetic-meetings
+step stage4j "$WORK/stage4j/final" stage 4j
+# the shipped weights: the equal average of the round's start and end
+step stage4j-avg "$WORK/stage4j-avg" speakerlm average "$WORK/stage4j-avg" "$WORK/stage4i-x3" "$WORK/stage4j/final"
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4j-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4i-x3" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4j-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

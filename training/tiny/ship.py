@@ -1,6 +1,6 @@
 """Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
 
-    python -m training.tiny.ship --model outputs/tiny/stage4i-x3 --eval outputs/tiny/eval.json \
+    python -m training.tiny.ship --model outputs/tiny/stage4j-avg --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
         --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
@@ -148,6 +148,21 @@ CARD = dict(
             "stage": "voice thresholds",
             "data": "40 held-out meetings outside the reported 100; the cosines at which voices count as one "
             "speaker (`config.voice_thresholds`) calibrated for the new extractor (`training.tiny.tune_voices`)",
+            "trained": "nothing",
+            "frozen": "everything",
+        },
+        {
+            "stage": "4j",
+            "data": "the 6,400 rendered train meetings of the last two acoustic rounds with their full targets "
+            "(registration drawn per batch, Over-Regist extras from the train speakers' bank recomputed with "
+            "the new extractor, CTC on every target's spoken words), played at speeds of 0.9-1.1; an LLM round "
+            "after the acoustic rounds, 600 steps of 8",
+            "trained": "audio projector + speaker projector + LLM",
+            "frozen": "audio encoder, speaker extractor",
+        },
+        {
+            "stage": "average (4j)",
+            "data": "none: the equal average of the checkpoints before and after stage 4j (`speakerlm average`)",
             "trained": "nothing",
             "frozen": "everything",
         },
