@@ -136,6 +136,10 @@ step speaker-bank3 "$WORK/bank-meetings-x3.safetensors" python -m training.tiny.
 step stage4j "$WORK/stage4j/final" stage 4j
 # the shipped weights: the equal average of the round's start and end
 step stage4j-avg "$WORK/stage4j-avg" speakerlm average "$WORK/stage4j-avg" "$WORK/stage4i-x3" "$WORK/stage4j/final"
+# its voice thresholds calibrated again on held-out sessions 100-149 (the lines they relabel changed)
+step voice-thresholds-4j "$WORK/voice-thresholds-4j.json" python -m training.tiny.tune_voices \
+    --model "$WORK/stage4j-avg" --data "$WORK/meetings-test" --first 100 --count 50 \
+    --output "$WORK/voice-thresholds-4j.json" --apply
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4j-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4j-avg" \
