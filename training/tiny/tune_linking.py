@@ -9,8 +9,8 @@ threshold is the cosine similarity above which two anonymous speakers of differe
 are merged. It also reports how far apart the two kinds of pairs that linking decides on lie:
 the cosines of local speakers of different segments that are one reference speaker (by the
 speaker they overlap most in time) and of those that are two; every threshold between the
-highest "two" and the lowest "one" links alike. `--apply` writes the best one into the model's `config.voice_thresholds` (`link`),
-which the pipeline then links with by default.
+highest "two" and the lowest "one" links alike. `--apply` writes the best one into the model's
+`config.voice_thresholds` (`link`), which the pipeline then links with by default.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def linking_pairs(reference, model_outputs) -> tuple[list[float], list[float]]:
                 vectors.append(np.asarray(entry["embedding"], dtype=np.float64))
     same, different = [], []
     if vectors:
-        similarity = unit_rows(np.stack(vectors)) @ unit_rows(np.stack(vectors)).T
+        units = unit_rows(np.stack(vectors))
+        similarity = units @ units.T
         for i, (segment_i, speaker_i) in enumerate(keys):
             for j in range(i + 1, len(keys)):
                 segment_j, speaker_j = keys[j]
