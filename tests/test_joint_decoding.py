@@ -160,7 +160,16 @@ def test_each_turn_is_placed_where_its_words_are_heard(tokenizer):
     log_probs = spelled(tokenizer, heard)[0]
     lines = aligned_lines(tokenizer, log_probs, transcript, tokenizer.pad_token_id)
     # the lone space of the second line is heard nowhere in particular
-    assert lines == [(b"spk0:", 1, 5), (b"spk1:", 8, 8)]
+    # each word's first and last audio token come with the line's
+    assert lines == [(b"spk0:", 1, 5, ((1, 2), (5, 5))), (b"spk1:", 8, 8, ((8, 8),))]
+    # a word spelled in several pieces is one word, from its first piece's frame to its last's
+    joined = ids_of(tokenizer, "spk0", ":", " the", "c", " the")
+    assert aligned_lines(
+        tokenizer, spelled(tokenizer, [" the", None, "c", None, " the"])[0], joined, tokenizer.pad_token_id
+    )[0][3] == (
+        (0, 2),
+        (4, 4),
+    )
     # a line without words, and a transcript with more words than audio
     wordless = ids_of(tokenizer, "spk0", ":", "\n", "spk1", ":", " the")
     assert aligned_lines(tokenizer, log_probs, wordless, tokenizer.pad_token_id)[0] is None

@@ -9,6 +9,7 @@ from speakerlm_hf.linking_speakerlm import (
     MIN_REGISTERED_SIMILARITY,
     registered_assignment,
     relabel_turns,
+    split_turns,
     turn_embeddings,
 )
 
@@ -93,3 +94,100 @@ def test_each_turn_is_embedded_from_its_own_audio(mask):
     # the second of overlap (level 2) belongs to neither turn: each keeps its own second
     assert vectors.tolist() == [[1.0, 1.0], [1.0, 3.0]] and seconds.tolist() == [1.0, 1.0]
     assert len(seen) == 2
+
+
+def two_voices(levels: list[float], rate: int = 16000) -> tuple[np.ndarray, object]:
+    """One second of constant `level` per entry, and an embedder whose direction is the mean level's
+    (level 1 and level 3 are orthogonal voices, levels between them mixtures)."""
+    waveform = np.concatenate([np.full(rate, level, dtype=np.float32) for level in levels])
+
+    def embed(clips):
+        share = np.array([(float(clip.mean()) - 1.0) / 2.0 for clip in clips]).clip(0, 1)
+        return np.stack([1 - share, share, np.zeros_like(share)], axis=1) + 1e-3
+
+    return waveform, embed
+
+
+def worded(count: int, start: float = 0.0, speaker: str = "spk0") -> dict:
+    """A turn of `count` words, one a second from `start`, each said over its first 0.8 s."""
+    times = [(start + k, start + k + 0.8) for k in range(count)]
+    text = " ".join(f"w{k}" for k in range(count))
+    return {"speaker": speaker, "text": text, "start": start, "end": start + count, "_words": times}
+
+
+def windows_of(embed, rate: int = 16000):
+    """A `WindowEmbedder` from a clip embedder: each window cut from the clip and embedded."""
+
+    def embed_windows(clip, centers, window):
+        half = int(window * rate / 2)
+        return embed([clip[max(0, int(c * rate) - half) : int(c * rate) + half] for c in centers])
+
+    return embed_windows
+
+
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_a_turn_is_cut_where_its_voice_changes_and_only_there(one_pass):
+    waveform, embed = two_voices([1.0] * 4 + [3.0] * 4 + [1.0] * 3)
+    turns = [worded(8), worded(3, start=8.0, speaker="spk1")]
+    windows = windows_of(embed) if one_pass else None
+    out = split_turns(turns, waveform, embed, threshold=0.5, padding=0.1, embed_windows=windows)
+    assert [t["text"] for t in out] == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w0 w1 w2"]
+    assert [(t["speaker"], t["start"], t["end"]) for t in out] == [
+        ("spk0", 0.0, 3.9),
+        ("spk0", 3.9, 8.0),
+        ("spk1", 8.0, 11.0),
+    ]
+    assert all("_words" not in t for t in out) and "_words" in turns[0]  # input left as it was
+    # three voices in one turn: each change is found
+    waveform, embed = two_voices([1.0] * 3 + [3.0] * 3 + [1.0] * 3)
+    windows = windows_of(embed) if one_pass else None
+    assert [t["text"] for t in split_turns([worded(9)], waveform, embed, 0.5, embed_windows=windows)] == [
+        "w0 w1 w2",
+        "w3 w4 w5",
+        "w6 w7 w8",
+    ]
+
+
+def test_a_turn_is_not_cut_without_a_clear_change_or_its_word_times():
+    waveform, embed = two_voices([1.0] * 8)
+    assert [t["text"] for t in split_turns([worded(8)], waveform, embed, 0.5)] == ["w0 w1 w2 w3 w4 w5 w6 w7"]
+    waveform, embed = two_voices([1.0] * 4 + [3.0] * 4)
+    # not below the threshold, words that are not the text's, too short a side, or cutting off
+    assert len(split_turns([worded(8)], waveform, embed, threshold=-0.5)) == 1
+    mismatched = {**worded(8), "text": "w0 w1 w2"}
+    assert [t["text"] for t in split_turns([mismatched], waveform, embed, 0.5)] == ["w0 w1 w2"]
+    waveform, embed = two_voices([1.0] * 1 + [3.0] * 3)
+    assert len(split_turns([worded(4)], waveform, embed, 0.5)) == 1
+    waveform, embed = two_voices([1.0] * 4 + [3.0] * 4)
+    out = split_turns([worded(8)], waveform, embed, threshold=-1.0)
+    assert out == [{"speaker": "spk0", "text": "w0 w1 w2 w3 w4 w5 w6 w7", "start": 0.0, "end": 8.0}]
+    # windows the VAD finds silent are left out: with only the first voice heard, no cut
+    silent_second = np.zeros(800, dtype=bool)
+    silent_second[:400] = True
+    assert len(split_turns([worded(8)], waveform, embed, 0.5, speech_mask=silent_second)) == 1
+
+
+def test_one_pass_windows_match_the_extractor_on_whole_clips():
+    """`model_window_embedder` runs CAM++ once per clip and pools each window: a window spanning the
+    whole clip is the clip's own embedding, and windows over different voices differ."""
+    import torch
+
+    from speakerlm_hf.configuration_speaker_encoders import CAMPPlusConfig
+    from speakerlm_hf.linking_speakerlm import model_embedder, model_window_embedder
+    from speakerlm_hf.modeling_campplus import CAMPPlusModel
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.speaker_encoder = CAMPPlusModel(
+        CAMPPlusConfig(growth_rate=8, bn_size=2, init_channels=32, embedding_size=32)
+    ).eval()
+    rng = np.random.default_rng(0)
+    clip = (0.1 * rng.standard_normal(48000)).astype(np.float32)
+    clip[24000:] = 0.3 * np.sin(np.arange(24000) * 2 * np.pi * 300 / 16000)
+    windows = model_window_embedder(holder)
+    whole = windows(clip, np.array([1.5]), 3.0)
+    np.testing.assert_allclose(whole, model_embedder(holder)([clip]), atol=1e-4)
+    parts = windows(clip, np.array([0.75, 2.25]), 1.5)
+    assert parts.shape == (2, 32)
+    cosine = parts[0] @ parts[1] / np.linalg.norm(parts[0]) / np.linalg.norm(parts[1])
+    assert cosine < 0.99

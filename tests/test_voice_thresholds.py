@@ -132,7 +132,13 @@ def test_tuning_keeps_the_current_value_on_ties_and_writes_the_config_whole(tmp_
     before = json.loads((folder / "config.json").read_text())
     write_thresholds(str(folder), VoiceThresholds(relabel=0.65, registered=0.2))
     after = json.loads((folder / "config.json").read_text())
-    assert after.pop("voice_thresholds") == {"cluster": 0.5, "link": 0.5, "relabel": 0.65, "registered": 0.2}
+    assert after.pop("voice_thresholds") == {
+        "cluster": 0.5,
+        "link": 0.5,
+        "relabel": 0.65,
+        "registered": 0.2,
+        "split": -1.0,
+    }
     before.pop("voice_thresholds", None)
     assert after == before
     assert [p.name for p in folder.iterdir()] == ["config.json"]
@@ -161,16 +167,21 @@ def test_tuning_scores_the_grid_on_held_out_sessions_and_applies_the_choice(tmp_
     tune_voices(
         ["--model", str(model), "--data", str(meetings), "--first", "1", "--count", "2"]
         + ["--extra-speakers", "2", "--cluster", "0.5", "--relabel", "-1.0", "0.75"]
-        + ["--registered", "0.3", "--output", str(report_path), "--apply"]
+        + ["--registered", "0.3", "--split", "-1.0", "0.5", "--output", str(report_path), "--apply"]
     )
     report = json.loads(report_path.read_text())
     assert report["sessions"] == [1, 3]
-    scores = {entry["relabel"]: entry["cpcer"] for entry in report["no_regist"]}
-    assert set(scores) == {-1.0, 0.75}
+    chosen = report["chosen"]
+    assert [entry["split"] for entry in report["split"]] == [-1.0, 0.5]
+    assert (
+        chosen["split"]
+        == min(report["split"], key=lambda e: (round(e["mean_rate"], 6), e["split"] + 1))["split"]
+    )
+    scores = {e["relabel"]: e["cpcer"] for e in report["no_regist"] if e["split"] == chosen["split"]}
+    assert set(scores) == {-1.0, 0.75} and len(report["no_regist"]) == 4
     # every turn one speaker (relabel -1) cannot beat voices kept apart on meetings of 2+ speakers
     assert scores[-1.0] >= scores[0.75]
-    assert [entry["registered"] for entry in report["registered"]] == [0.3]
-    chosen = report["chosen"]
+    assert sorted((e["registered"], e["split"]) for e in report["registered"]) == [(0.3, -1.0), (0.3, 0.5)]
     assert chosen["relabel"] == min(scores, key=lambda value: (scores[value], abs(value - 0.75)))
     config = json.loads((model / "config.json").read_text())
     assert config["voice_thresholds"] == chosen

@@ -6,7 +6,8 @@ extractor; a turn the model gave a registered name takes the registered speaker 
 (cosine, with each speaker's share of the segment's turns fitted by EM, so that enrolled people
 who hardly speak do not draw turns from the ones they resemble), and the anonymous turns are
 clustered agglomeratively into `spk0`, `spk1`, ... A whole turn is several seconds of one voice,
-against the 1.5 s windows that steer the labels while decoding.
+against the 1.5 s windows that steer the labels while decoding. Before that, `split_turns` cuts a
+turn between two words where its voice changes (a line that holds two people).
 
 The model labels anonymous speakers `spk0`, `spk1`, ... afresh in every segment. To keep one label
 per person over the whole recording, each local speaker of each segment is embedded from its own
@@ -45,10 +46,21 @@ MAX_PIECE_SECONDS = 10.0
 # softmax(REGISTERED_SHARPNESS * cosine) with fitted shares; a named turn whose best registered
 # speaker is below MIN_REGISTERED_SIMILARITY is taken for someone not registered.
 RELABEL_THRESHOLD = 0.75
+# Cutting a turn where the voice changes (`split_turns`): windows of SPLIT_WINDOW_SECONDS every
+# SPLIT_HOP_SECONDS, at least MIN_SPLIT_SECONDS on either side of a cut, and the windows of the
+# SPLIT_CONTEXT_SECONDS before and after a cut less similar than the `split` threshold (-1, the default, never cuts: the cosine
+# depends on the extractor, so a model calibrates its own in `config.voice_thresholds`).
+SPLIT_THRESHOLD = -1.0
+SPLIT_WINDOW_SECONDS = 1.5
+SPLIT_HOP_SECONDS = 0.25
+MIN_SPLIT_SECONDS = 1.5
+SPLIT_CONTEXT_SECONDS = 3.0
 REGISTERED_SHARPNESS = 20.0
 MIN_REGISTERED_SIMILARITY = 0.3
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+# (clip, window centres in seconds, window seconds) -> (windows, embedding): windows of one clip
+WindowEmbedder = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class VoiceThresholds:
         decoding (`CTCPrefixScorer`'s `cluster_threshold`).
     link: the anonymous speakers of the segments of a long recording are linked above this.
     relabel: two anonymous turns of a segment are one speaker above this (`relabel_turns`).
+    split: a turn is cut between two words where the voice before and after is less similar than
+        this (`split_turns`; -1 never cuts).
     registered: a turn the model gave a registered name whose best registered speaker is under
         this is taken for someone not registered.
     """
@@ -70,6 +84,7 @@ class VoiceThresholds:
     link: float = DEFAULT_THRESHOLD
     relabel: float = RELABEL_THRESHOLD
     registered: float = MIN_REGISTERED_SIMILARITY
+    split: float = SPLIT_THRESHOLD
 
     def __post_init__(self):
         for key, value in voice_threshold_settings(self.to_dict()).items():
@@ -77,7 +92,7 @@ class VoiceThresholds:
 
     @classmethod
     def from_dict(cls, values: Mapping | None) -> VoiceThresholds:
-        """From a `{"cluster", "link", "relabel", "registered"}` dict (any subset; None: all defaults)."""
+        """From a `{"cluster", "link", "relabel", "registered", "split"}` dict (any subset; None: all defaults)."""
         return cls() if values is None else cls(**voice_threshold_settings(values))
 
     @classmethod
@@ -197,6 +212,28 @@ def model_embedder(model: torch.nn.Module, piece_seconds: float = MAX_PIECE_SECO
     return embed
 
 
+def model_window_embedder(model: torch.nn.Module) -> WindowEmbedder | None:
+    """Windows of a clip embedded with the model's frozen speaker extractor in one pass: the
+    extractor runs once over the clip and each window pools its frames' statistics
+    (`windowed_embeddings`, as the audio tokens' speaker windows are made). None for an extractor
+    without it (ERes2NetV2): `split_turns` then embeds each window as a clip of its own."""
+    encoder = model.speaker_encoder
+    if not hasattr(encoder, "windowed_embeddings"):
+        return None
+    parameter = next(encoder.parameters())
+
+    def embed(clip: np.ndarray, centers: np.ndarray, window: float) -> np.ndarray:
+        features = speaker_features(clip)[None].to(parameter.device, parameter.dtype)
+        frames = torch.tensor([features.shape[1]], device=parameter.device)
+        # fbank frames are 10 ms
+        where = torch.as_tensor(np.asarray(centers, dtype=np.float32) * 100, device=parameter.device)[None]
+        with torch.no_grad():
+            vectors = encoder.windowed_embeddings(features, frames, where, round(window * 100))[0]
+        return vectors.float().cpu().numpy()
+
+    return embed
+
+
 def turn_embeddings(
     waveform: np.ndarray,
     turns: Sequence[Mapping],
@@ -249,9 +286,129 @@ def join_touching(turns: Sequence[dict]) -> list[dict]:
         if previous and previous["speaker"] == turn["speaker"] and turn["start"] <= previous["end"]:
             previous["text"] = f"{previous['text']} {turn['text']}".strip()
             previous["end"] = max(previous["end"], turn["end"])
+            if "_words" in previous:
+                previous["_words"] = previous["_words"] + turn.get("_words", [])
         else:
             joined.append(turn)
     return joined
+
+
+def voice_cuts(
+    times: Sequence[tuple[float, float]],
+    spans: Sequence[tuple[float, float]],
+    vectors: np.ndarray,
+    threshold: float,
+    first: int,
+    stop: int,
+    begin: float,
+    finish: float,
+) -> list[int]:
+    """Where `split_turns` cuts the words [first, stop) said from `begin` to `finish` (seconds):
+    the indices of the words that start a new part, in order. `times` are the words' (start, end),
+    `spans` the windows' (start, end) and `vectors` their unit embeddings."""
+    hop, context = SPLIT_HOP_SECONDS, SPLIT_CONTEXT_SECONDS
+    lefts, rights = np.array([a for a, _ in spans]), np.array([b for _, b in spans])
+    best, where = threshold, None
+    for k in range(first + 1, stop):
+        pause = 0.5 * (times[k - 1][1] + times[k][0])
+        if pause - begin < MIN_SPLIT_SECONDS or finish - pause < MIN_SPLIT_SECONDS:
+            continue
+        before = (lefts >= max(begin, pause - context) - 1e-6) & (rights <= pause + hop)
+        after = (lefts >= pause - hop) & (rights <= min(finish, pause + context) + 1e-6)
+        if before.sum() < 2 or after.sum() < 2:
+            continue
+        similarity = float(unit_rows(vectors[before].mean(0)) @ unit_rows(vectors[after].mean(0)))
+        if similarity < best:
+            best, where = similarity, k
+    if where is None:
+        return []
+    pause = 0.5 * (times[where - 1][1] + times[where][0])
+    return [
+        *voice_cuts(times, spans, vectors, threshold, first, where, begin, pause),
+        where,
+        *voice_cuts(times, spans, vectors, threshold, where, stop, pause, finish),
+    ]
+
+
+def split_turns(
+    turns: Sequence[dict],
+    waveform: np.ndarray,
+    embed: Embedder,
+    threshold: float = SPLIT_THRESHOLD,
+    speech_mask: np.ndarray | None = None,
+    padding: float = 0.0,
+    sampling_rate: int = SAMPLING_RATE,
+    embed_windows: WindowEmbedder | None = None,
+) -> list[dict]:
+    """Timed turns cut between two words where the voice changes: a line of the transcript may hold
+    two people (the model missed a turn change), and relabelling by voice gives a whole line one
+    speaker. A turn needs its words' times (`"_words"`, as `pipeline_speakerlm.place_turns` gives
+    them, one per whitespace-separated word of its text; other turns stay whole).
+
+    Windows of `SPLIT_WINDOW_SECONDS` every `SPLIT_HOP_SECONDS` along the turn (those at least half
+    speech by `speech_mask`) are embedded, by `embed_windows` in one pass over the turn's audio
+    when given, else each by `embed`; at each pause between two words with at least
+    `MIN_SPLIT_SECONDS` of the turn on either side, the mean direction of the windows in the
+    `SPLIT_CONTEXT_SECONDS` before it is compared with that of the windows in as many seconds after
+    it (near the pause, so that a voice that comes back later does not hide the change), and the
+    turn is cut at the least similar pause when that cosine is under `threshold`; each part is then
+    searched again. The parts keep the turn's
+    speaker (relabelling gives them theirs) and its outer times; inner cuts sit `padding` seconds
+    outside the words on each side. Returns new turn dicts without `"_words"`."""
+    if threshold <= -1.0:
+        return [{key: value for key, value in turn.items() if key != "_words"} for turn in turns]
+    duration = waveform.size / sampling_rate
+    window, hop = SPLIT_WINDOW_SECONDS, SPLIT_HOP_SECONDS
+    plans = []  # (turn, words, word times, window spans)
+    clips: list[np.ndarray] = []
+    found: list[np.ndarray] = []  # window embeddings by `embed_windows`, turn by turn
+    for turn in turns:
+        times, words = turn.get("_words"), turn["text"].split()
+        start, end = turn_span(turn, duration)
+        if not times or len(times) != len(words) or len(words) < 2 or end - start < 2 * MIN_SPLIT_SECONDS:
+            plans.append((turn, None, None, None))
+            continue
+        spans = []
+        for left in np.arange(start, end - window + 1e-6, hop):
+            first, stop = int(left * FRAMES_PER_SECOND), int((left + window) * FRAMES_PER_SECOND)
+            heard = speech_mask[first:stop] if speech_mask is not None else None
+            if heard is not None and (not heard.size or heard.mean() < 0.5):
+                continue
+            spans.append((float(left), float(left + window)))
+            if embed_windows is None:
+                clips.append(waveform[int(left * sampling_rate) : int((left + window) * sampling_rate)])
+        if embed_windows is not None and spans:
+            centers = np.array([a + window / 2 for a, _ in spans]) - start
+            found.append(
+                embed_windows(
+                    waveform[int(start * sampling_rate) : int(end * sampling_rate)], centers, window
+                )
+            )
+        plans.append((turn, words, times, spans))
+    if found:
+        vectors = unit_rows(np.concatenate(found))
+    else:
+        vectors = unit_rows(embed(clips)) if clips else np.zeros((0, 0))
+    out: list[dict] = []
+    used = 0
+    for turn, words, times, spans in plans:
+        bare = {key: value for key, value in turn.items() if key != "_words"}
+        if spans is None:
+            out.append(bare)
+            continue
+        own = vectors[used : used + len(spans)]
+        used += len(spans)
+        start, end = turn_span(turn, duration)
+        cuts = voice_cuts(times, spans, own, threshold, 0, len(words), start, end)
+        bounds = [0, *cuts, len(words)]
+        for number, (first, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            piece = {**bare, "text": " ".join(words[first:stop])}
+            if number:
+                piece["start"] = round(max(start, times[first][0] - padding), 3)
+            if stop < len(words):
+                piece["end"] = round(min(end, times[stop - 1][1] + padding), 3)
+            out.append(piece)
+    return out
 
 
 def relabel_turns(
@@ -459,11 +616,13 @@ __all__ = [
     "registered_assignment",
     "join_touching",
     "relabel_turns",
+    "split_turns",
     "turn_span",
     "anonymous_labels",
     "speaker_clips",
     "local_speaker_embeddings",
     "model_embedder",
+    "model_window_embedder",
     "cluster_embeddings",
     "speaker_bounds",
     "link_segments",

@@ -34,7 +34,12 @@ from transformers import LogitsProcessorList
 from speakerlm_hf.data import decode_prepared_row, load_prepared
 from speakerlm_hf.data.registration import ENGLISH_NAMES
 from speakerlm_hf.generation_speakerlm import transcript_logits_processors, transcripts_aligned_lines
-from speakerlm_hf.linking_speakerlm import DEFAULT_VOICE_THRESHOLDS, VoiceThresholds, model_embedder
+from speakerlm_hf.linking_speakerlm import (
+    DEFAULT_VOICE_THRESHOLDS,
+    VoiceThresholds,
+    model_embedder,
+    model_window_embedder,
+)
 from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.pipeline_speakerlm import aligned_turns, embed_speakers, speaker_voices
@@ -184,9 +189,11 @@ def timed_turns(
     token_seconds: float,
     embed=None,
     thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS,
+    embed_windows=None,
 ) -> list[list[dict]]:
-    """Each session's transcript as turns, placed in time and, with an `embed`der, relabelled by
-    voice with `thresholds` as the pipeline does (`aligned_turns`)."""
+    """Each session's transcript as turns, placed in time and, with an `embed`der, cut where the
+    voice changes (windows by `embed_windows` when given) and relabelled by voice with
+    `thresholds` as the pipeline does (`aligned_turns`)."""
     hypotheses = []
     for session, enrolled, text, lines in zip(sessions, registered, texts, placements, strict=True):
         mask = segment_recording(session["audio"]).speech if embed is not None else None
@@ -199,6 +206,7 @@ def timed_turns(
             embed,
             speaker_voices(enrolled or {}),
             thresholds=thresholds,
+            embed_windows=embed_windows,
         )
         hypotheses.append(turns)
     return hypotheses
@@ -226,6 +234,7 @@ def evaluate(
     pool = load_sessions(data, split, None) if limit and extra else sessions
     speakers = registrations(sessions, extra, seed, pool)
     embed = model_embedder(model) if relabel else None
+    windows = model_window_embedder(model) if relabel else None
     thresholds = VoiceThresholds.from_config(model.config)
     results, outputs = {}, {}
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
@@ -245,7 +254,7 @@ def evaluate(
             speaker_weight,
         )
         hypotheses = timed_turns(
-            sessions, registered, texts, placements, processor.audio_token_seconds, embed, thresholds
+            sessions, registered, texts, placements, processor.audio_token_seconds, embed, thresholds, windows
         )
         elapsed = time.perf_counter() - began
         results[mode] = {

@@ -12,7 +12,10 @@ sessions that the reported evaluation does not use (`--first`: the evaluation ta
   (anonymous turns clustered by voice) by No-Regist cpCER: each `cluster` value decodes the
   sessions again, `relabel` only re-scores the decoded turns;
 - `registered` (the least similarity for a registered name) by the mean of Match- and
-  Over-Regist saCER, on one decode of each.
+  Over-Regist saCER, on one decode of each;
+- `split` (where a turn is cut because its voice changes, `--split`), first, by the mean of the
+  three modes' rates, each mode at its best other thresholds: the cut re-scores the decoded turns
+  of every mode.
 Ties go to the model's current value. `--apply` writes the chosen thresholds into the model's
 config.json (`link`, for long recordings, stays: `training.tiny.tune_linking` tunes it).
 """
@@ -29,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerlm_hf.linking_speakerlm import Embedder, VoiceThresholds, model_embedder
+from speakerlm_hf.linking_speakerlm import (
+    Embedder,
+    VoiceThresholds,
+    WindowEmbedder,
+    model_embedder,
+    model_window_embedder,
+)
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.pipeline_speakerlm import embed_speakers
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
@@ -67,6 +76,23 @@ def memoized(embed: Embedder) -> Embedder:
     return cached
 
 
+def memoized_windows(embed: WindowEmbedder | None) -> WindowEmbedder | None:
+    """`embed` (a `WindowEmbedder`) remembering each (clip, centres, window)'s embeddings."""
+    if embed is None:
+        return None
+    memory: dict[bytes, np.ndarray] = {}
+
+    def cached(clip, centers, window):
+        key = hashlib.blake2b(np.ascontiguousarray(clip).tobytes(), digest_size=16)
+        key.update(np.asarray(centers, dtype=np.float64).tobytes() + repr(float(window)).encode())
+        digest = key.digest()
+        if digest not in memory:
+            memory[digest] = embed(clip, centers, window)
+        return memory[digest]
+
+    return cached
+
+
 def write_thresholds(model_dir: str, thresholds: VoiceThresholds) -> None:
     """Set `voice_thresholds` in the model folder's config.json, replacing it atomically."""
     path = Path(model_dir) / "config.json"
@@ -92,6 +118,7 @@ def tune(
     clusters: list[float],
     relabels: list[float],
     registereds: list[float],
+    splits: list[float] | None = None,
     seed: int = 0,
     batch_size: int = 8,
     max_new_tokens: int = 400,
@@ -100,12 +127,14 @@ def tune(
     processor = SpeakerLMProcessor.from_pretrained(model_dir)
     processor.match_model(model.config)
     current = VoiceThresholds.from_config(model.config)
+    splits = list(splits) if splits else [current.split]
     pool = load_sessions(data, "test", None)
     sessions = pool[first : first + count]
     if not sessions:
         raise ValueError(f"{data} has no test sessions from number {first}")
     speakers = registrations(sessions, extra, seed, pool)
     embed = memoized(model_embedder(model))
+    windows = memoized_windows(model_window_embedder(model))
     token_seconds = processor.audio_token_seconds
 
     def decode(mode: str, thresholds: VoiceThresholds):
@@ -119,39 +148,64 @@ def tune(
     for cluster in clusters:
         decoded = decode("no", replace(current, cluster=cluster))
         for relabel in relabels:
-            thresholds = replace(current, cluster=cluster, relabel=relabel)
-            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds)
-            no_regist[(cluster, relabel)] = score(sessions, turns, "no")
-            print(
-                f"no-regist cluster {cluster:.2f} relabel {relabel:.2f}: "
-                f"cpCER {100 * no_regist[(cluster, relabel)]['cpcer']:.2f}%",
-                flush=True,
-            )
-    registered_scores = {value: {} for value in registereds}
+            for split in splits:
+                thresholds = replace(current, cluster=cluster, relabel=relabel, split=split)
+                turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows)
+                no_regist[(cluster, relabel, split)] = score(sessions, turns, "no")
+                print(
+                    f"no-regist cluster {cluster:.2f} relabel {relabel:.2f} split {split:.2f}: "
+                    f"cpCER {100 * no_regist[(cluster, relabel, split)]['cpcer']:.2f}%",
+                    flush=True,
+                )
+    registered_scores = {(value, split): {} for value in registereds for split in splits}
     for mode in ("match", "over"):
         decoded = decode(mode, current)
-        for value in registereds:
-            thresholds = replace(current, registered=value)
-            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds)
-            registered_scores[value][mode] = score(sessions, turns, mode)
+        for value, split in registered_scores:
+            thresholds = replace(current, registered=value, split=split)
+            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows)
+            registered_scores[(value, split)][mode] = score(sessions, turns, mode)
             print(
-                f"{mode}-regist registered {value:.2f}: saCER {100 * registered_scores[value][mode]['sacer']:.2f}%",
+                f"{mode}-regist registered {value:.2f} split {split:.2f}: "
+                f"saCER {100 * registered_scores[(value, split)][mode]['sacer']:.2f}%",
                 flush=True,
             )
+    # `split` by the mean of the three modes' rates, each at its best other thresholds; then the
+    # others at that split
+    by_split = {}
+    for split in splits:
+        no_best = min(r["cpcer"] for (_, _, s), r in no_regist.items() if s == split)
+        registered_best = min(
+            np.mean([r["match"]["sacer"], r["over"]["sacer"]])
+            for (_, s), r in registered_scores.items()
+            if s == split
+        )
+        by_split[split] = (no_best + 2 * registered_best) / 3
+    split = best_value(by_split, current.split)
     cluster, relabel = best_value(
-        {key: result["cpcer"] for key, result in no_regist.items()}, (current.cluster, current.relabel)
+        {(c, r): result["cpcer"] for (c, r, s), result in no_regist.items() if s == split},
+        (current.cluster, current.relabel),
     )
     registered = best_value(
-        {v: np.mean([r["match"]["sacer"], r["over"]["sacer"]]) for v, r in registered_scores.items()},
+        {
+            v: np.mean([r["match"]["sacer"], r["over"]["sacer"]])
+            for (v, s), r in registered_scores.items()
+            if s == split
+        },
         current.registered,
     )
-    chosen = replace(current, cluster=cluster, relabel=relabel, registered=registered)
+    chosen = replace(current, cluster=cluster, relabel=relabel, registered=registered, split=split)
     return {
         "sessions": [first, first + len(sessions)],
         "current": current.to_dict(),
         "chosen": chosen.to_dict(),
-        "no_regist": [{"cluster": c, "relabel": r, **result} for (c, r), result in sorted(no_regist.items())],
-        "registered": [{"registered": v, **result} for v, result in sorted(registered_scores.items())],
+        "no_regist": [
+            {"cluster": c, "relabel": r, "split": s, **result}
+            for (c, r, s), result in sorted(no_regist.items())
+        ],
+        "registered": [
+            {"registered": v, "split": s, **result} for (v, s), result in sorted(registered_scores.items())
+        ],
+        "split": [{"split": s, "mean_rate": rate} for s, rate in sorted(by_split.items())],
     }
 
 
@@ -169,6 +223,13 @@ def main(argv=None) -> int:
     parser.add_argument("--cluster", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     parser.add_argument("--relabel", type=float, nargs="+", default=[0.55, 0.6, 0.65, 0.7, 0.75, 0.8])
     parser.add_argument("--registered", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
+    parser.add_argument(
+        "--split",
+        type=float,
+        nargs="+",
+        default=None,
+        help="split thresholds to try (default: the model's own; -1 never cuts a turn)",
+    )
     parser.add_argument("--output", default=None, help="JSON with every score")
     parser.add_argument("--apply", action="store_true", help="write the chosen thresholds into the model")
     args = parser.parse_args(argv)
@@ -181,6 +242,7 @@ def main(argv=None) -> int:
         args.cluster,
         args.relabel,
         args.registered,
+        args.split,
     )
     print(f"current {report['current']}\nchosen  {report['chosen']}")
     if args.output:

@@ -392,11 +392,13 @@ def aligned_lines(
     ids: Sequence[int],
     blank_id: int,
     roles: bool = True,
-) -> list[tuple[bytes, int, int] | None] | None:
+) -> list[tuple[bytes, int, int, tuple[tuple[int, int], ...]] | None] | None:
     """Where each turn of a finished transcript was said, by CTC forced alignment of its text on the
     audio tokens' CTC `log_probs` (frames, vocabulary): for each line with a label (one line for a
-    plain transcript, `roles=False`), its `label:` and the first and the last audio token its words
-    are emitted on; None for a line without words. None for all when the text cannot be aligned.
+    plain transcript, `roles=False`), its `label:`, the first and the last audio token its words
+    are emitted on, and each word's (first, last) audio token (words: the line's
+    whitespace-separated pieces, in order); None for a line without words. None for all when the
+    text cannot be aligned.
     `ids` are the generated tokens (the special ones are skipped)."""
     vocabulary = tokenizer_or_vocabulary
     vocabulary = vocabulary if hasattr(vocabulary, "line_breaks") else label_vocabulary(vocabulary)
@@ -406,11 +408,22 @@ def aligned_lines(
         return None
     lines = transcript.lines if roles else [(b"", 0)]
     bounds = [before for _, before in lines[1:]] + [len(transcript.text)]
-    found: list[tuple[bytes, int, int] | None] = []
+    found: list[tuple[bytes, int, int, tuple[tuple[int, int], ...]] | None] = []
     for (label, first), stop in zip(lines, bounds, strict=True):
-        # a lone space is not heard anywhere in particular
-        spoken = [emitted[k] for k in range(first, stop) if vocabulary.pieces[transcript.text[k]].strip()]
-        found.append((label, spoken[0][0], spoken[-1][1]) if spoken else None)
+        # words are the text's whitespace-separated pieces (a lone space is not heard anywhere)
+        words: list[list[int]] = []
+        fresh = True
+        for k in range(first, stop):
+            piece = vocabulary.pieces[transcript.text[k]]
+            fresh = fresh or piece[:1].isspace()
+            for number, _ in enumerate(piece.split()):
+                if fresh or number or not words:
+                    words.append(list(emitted[k]))
+                else:
+                    words[-1][1] = emitted[k][1]
+                fresh = False
+            fresh = fresh or piece[-1:].isspace()
+        found.append((label, words[0][0], words[-1][1], tuple(map(tuple, words))) if words else None)
     return found
 
 
@@ -646,7 +659,7 @@ class CTCPrefixScorer(LogitsProcessor):
         heard = best.indices[best.values > frames[:, self.blank_id]]
         return torch.tensor(list(dict.fromkeys(heard.tolist()))[: self.candidates], dtype=torch.long)
 
-    def line_frames(self, recording: int, ids: Sequence[int]) -> list[tuple[bytes, int, int] | None] | None:
+    def line_frames(self, recording: int, ids: Sequence[int]) -> list[tuple | None] | None:
         """`aligned_lines` of one recording's finished transcript (`ids`, the generated tokens)."""
         length = int(self.lengths[recording])
         return aligned_lines(

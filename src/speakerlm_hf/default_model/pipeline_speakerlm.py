@@ -30,7 +30,9 @@ from .linking_speakerlm import (
     link_segments,
     local_speaker_embeddings,
     model_embedder,
+    model_window_embedder,
     relabel_turns,
+    split_turns,
     turn_embeddings,
     turn_span,
 )
@@ -81,13 +83,15 @@ def place_turns(
     token_seconds: float,
     duration: float,
     padding: float = ALIGNED_TURN_PADDING,
+    words: bool = False,
 ) -> bool:
     """Give each turn parsed from a transcript the span `aligned_lines` found for its line (audio
     tokens of `token_seconds`), widened by `padding` on each side within the segment's `duration`.
     A turn without words (nothing was said) is dropped, and a turn that goes on where the same
     speaker's previous turn ends (the widened spans touch: no pause between their words) is joined
     to it. Whether the turns got times: not when the alignment failed or its lines are not the
-    turns one to one (they are then left as they are)."""
+    turns one to one (they are then left as they are). With `words`, each turn also gets its
+    words' (start, end) seconds under `"_words"` (for `split_turns`; not part of the output)."""
     if lines is None or len(lines) != len(turns):
         return False
     for turn, line in zip(turns, lines, strict=True):
@@ -97,9 +101,11 @@ def place_turns(
     for turn, line in zip(turns, lines, strict=True):
         if line is None:
             continue
-        _, first, last = line
+        first, last = line[1], line[2]
         turn["start"] = round(max(0.0, first * token_seconds - padding), 3)
         turn["end"] = round(min(duration, (last + 1) * token_seconds + padding), 3)
+        if words and len(line) > 3:
+            turn["_words"] = [(a * token_seconds, (b + 1) * token_seconds) for a, b in line[3]]
         placed.append(turn)
     turns[:] = join_touching(placed)
     return True
@@ -170,13 +176,24 @@ def aligned_turns(
     min_speakers: int | None = None,
     max_speakers: int | None = None,
     thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS,
+    embed_windows: Callable | None = None,
 ) -> tuple[list[dict], bool]:
     """One segment's turns placed in time by their aligned lines (`place_turns`) and, with an
-    `embed`der of the model's speaker extractor, relabelled by their voices (`relabel_turns`,
+    `embed`der of the model's speaker extractor, cut where the voice changes within a turn
+    (`split_turns`, by `thresholds.split`, its windows by `embed_windows` when given) and relabelled by their voices (`relabel_turns`,
     registered speakers' raw embeddings in `voices`). Returns the turns and whether they got times."""
-    if not place_turns(turns, lines, token_seconds, waveform.size / SAMPLING_RATE):
+    if not place_turns(turns, lines, token_seconds, waveform.size / SAMPLING_RATE, words=embed is not None):
         return turns, False
     if embed is not None and turns:
+        turns = split_turns(
+            turns,
+            waveform,
+            embed,
+            thresholds.split,
+            speech_mask,
+            ALIGNED_TURN_PADDING,
+            embed_windows=embed_windows,
+        )
         vectors, seconds = turn_embeddings(waveform, turns, embed, speech_mask)
         turns = relabel_turns(
             turns,
@@ -482,6 +499,7 @@ class SpeakerLMPipeline(ChunkPipeline):
             relabel = info["align"] and relabel_speakers
             thresholds = VoiceThresholds.from_config(self.model.config)
             embed = model_embedder(self.model) if info["link"] or relabel else None
+            windows = model_window_embedder(self.model) if relabel and thresholds.split > -1 else None
             # a segment holds at most the recording's people, and all of them when it is the recording
             bounds = {"max_speakers": num_speakers or max_speakers}
             if info["total"] == 1:
@@ -500,6 +518,7 @@ class SpeakerLMPipeline(ChunkPipeline):
                         embed if relabel else None,
                         info["voices"],
                         thresholds=thresholds,
+                        embed_windows=windows,
                         **bounds,
                     )
                 if placed:
