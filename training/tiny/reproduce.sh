@@ -52,6 +52,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4h) echo "--train_data $WORK/meetings-acoustic5/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4i) echo "--train_data $WORK/meetings-acoustic6/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4j) echo "--train_data $WORK/meetings-acoustic[67]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
+            4k) echo "--train_data $WORK/meetings-acoustic8/data/train-*.parquet" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -140,6 +141,19 @@ step stage4j-avg "$WORK/stage4j-avg" speakerlm average "$WORK/stage4j-avg" "$WOR
 step voice-thresholds-4j "$WORK/voice-thresholds-4j.json" python -m training.tiny.tune_voices \
     --model "$WORK/stage4j-avg" --data "$WORK/meetings-test" --first 100 --count 50 \
     --output "$WORK/voice-thresholds-4j.json" --apply
+# the `split` threshold (where a turn is cut because its voice changes) calibrated on the same
+# held-out sessions, the other thresholds kept
+step voice-split-4j "$WORK/voice-split-4j.json" python -m training.tiny.tune_voices \
+    --model "$WORK/stage4j-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
+    --relabel 0.7 --registered 0.1 --split -1 0.5 0.6 0.65 0.7 0.75 0.8 0.85 \
+    --output "$WORK/voice-split-4j.json" --apply
+# a seventh acoustic round (audio encoder and projector on CTC alone) on new meetings, and the
+# average of its start and end (which keeps the start's config, voice thresholds included)
+step meetings-acoustic8 "$WORK/meetings-acoustic8/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic8" --seed 9 --workers 2 \
+    --random-voices 3200
+step stage4k "$WORK/stage4k/final" stage 4k
+step stage4k-avg "$WORK/stage4k-avg" speakerlm average "$WORK/stage4k-avg" "$WORK/stage4j-avg" "$WORK/stage4k/final"
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4j-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4j-avg" \
