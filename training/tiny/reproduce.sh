@@ -135,7 +135,7 @@ step voice-thresholds "$WORK/voice-thresholds.json" python -m training.tiny.tune
 step speaker-bank3 "$WORK/bank-meetings-x3.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
     --model "$WORK/stage4i-x3" --out "$WORK/bank-meetings-x3.safetensors" --corpus-name synthetic-meetings
 step stage4j "$WORK/stage4j/final" stage 4j
-# the shipped weights: the equal average of the round's start and end
+# the equal average of the round's start and end
 step stage4j-avg "$WORK/stage4j-avg" speakerlm average "$WORK/stage4j-avg" "$WORK/stage4i-x3" "$WORK/stage4j/final"
 # its voice thresholds calibrated again on held-out sessions 100-149 (the lines they relabel changed)
 step voice-thresholds-4j "$WORK/voice-thresholds-4j.json" python -m training.tiny.tune_voices \
@@ -154,8 +154,8 @@ step meetings-acoustic8 "$WORK/meetings-acoustic8/train-patterns.json" python -m
     --random-voices 3200
 step stage4k "$WORK/stage4k/final" stage 4k
 step stage4k-avg "$WORK/stage4k-avg" speakerlm average "$WORK/stage4k-avg" "$WORK/stage4j-avg" "$WORK/stage4k/final"
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4j-avg" \
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4k-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4j-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4k-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
