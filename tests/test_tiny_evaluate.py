@@ -89,5 +89,9 @@ def test_turns_get_times_whatever_the_ctc_weight():
         lines = [line for line in texts[0].splitlines() if line.strip()]
         assert placements[0] is not None and len(placements[0]) == len(lines), (weight, texts, placements)
         spans = [span for span in placements[0] if span is not None]
-        assert spans and all(0 <= first <= last < tokens for _, first, last in spans)
-        assert [first for _, first, _ in spans] == sorted(first for _, first, _ in spans)
+        assert spans and all(0 <= first <= last < tokens for _, first, last, _ in spans)
+        assert [span[1] for span in spans] == sorted(span[1] for span in spans)
+        # each line's words lie within it, in order
+        for _, first, last, words in spans:
+            assert words[0][0] == first and words[-1][1] == last
+            assert all(a <= b for a, b in words) and [a for a, _ in words] == sorted(a for a, _ in words)
