@@ -180,8 +180,9 @@ def aligned_turns(
 ) -> tuple[list[dict], bool]:
     """One segment's turns placed in time by their aligned lines (`place_turns`) and, with an
     `embed`der of the model's speaker extractor, cut where the voice changes within a turn
-    (`split_turns`, by `thresholds.split`, its windows by `embed_windows` when given) and relabelled by their voices (`relabel_turns`,
-    registered speakers' raw embeddings in `voices`). Returns the turns and whether they got times."""
+    (`split_turns`, by `thresholds.split`, its windows by `embed_windows` when given) and
+    relabelled by their voices (`relabel_turns`, registered speakers' raw embeddings in `voices`).
+    Returns the turns and whether they got times."""
     if not place_turns(turns, lines, token_seconds, waveform.size / SAMPLING_RATE, words=embed is not None):
         return turns, False
     if embed is not None and turns:

@@ -56,18 +56,19 @@ def best_value(scores: dict, current):
     return min(scores, key=lambda key: (round(scores[key], 6), distance(key)))
 
 
+def clip_key(clip: np.ndarray, extra: bytes = b"") -> bytes:
+    """A memo key of a clip's samples and shape (and `extra`, what else the result depends on)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(clip).tobytes() + extra, digest_size=16).digest()
+    return digest + bytes(str(clip.shape), "ascii")
+
+
 def memoized(embed: Embedder) -> Embedder:
     """`embed` remembering each clip's embedding: the grid re-scores the same decoded turns, whose
     clips do not depend on the thresholds. Exact, since `model_embedder` embeds clips one by one."""
     memory: dict[bytes, np.ndarray] = {}
 
-    def key(clip: np.ndarray) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(clip).tobytes(), digest_size=16).digest() + bytes(
-            str(clip.shape), "ascii"
-        )
-
     def cached(clips):
-        keys = [key(clip) for clip in clips]
+        keys = [clip_key(clip) for clip in clips]
         missing = {k: clip for k, clip in zip(keys, clips, strict=True) if k not in memory}
         if missing:
             memory.update(zip(missing, embed(list(missing.values())), strict=True))
@@ -83,12 +84,10 @@ def memoized_windows(embed: WindowEmbedder | None) -> WindowEmbedder | None:
     memory: dict[bytes, np.ndarray] = {}
 
     def cached(clip, centers, window):
-        key = hashlib.blake2b(np.ascontiguousarray(clip).tobytes(), digest_size=16)
-        key.update(np.asarray(centers, dtype=np.float64).tobytes() + repr(float(window)).encode())
-        digest = key.digest()
-        if digest not in memory:
-            memory[digest] = embed(clip, centers, window)
-        return memory[digest]
+        key = clip_key(clip, np.asarray(centers, dtype=np.float64).tobytes() + repr(float(window)).encode())
+        if key not in memory:
+            memory[key] = embed(clip, centers, window)
+        return memory[key]
 
     return cached
 
@@ -171,14 +170,13 @@ def tune(
             )
     # `split` by the mean of the three modes' rates, each at its best other thresholds; then the
     # others at that split
+    registered_means = {
+        key: np.mean([r["match"]["sacer"], r["over"]["sacer"]]) for key, r in registered_scores.items()
+    }
     by_split = {}
     for split in splits:
         no_best = min(r["cpcer"] for (_, _, s), r in no_regist.items() if s == split)
-        registered_best = min(
-            np.mean([r["match"]["sacer"], r["over"]["sacer"]])
-            for (_, s), r in registered_scores.items()
-            if s == split
-        )
+        registered_best = min(rate for (_, s), rate in registered_means.items() if s == split)
         by_split[split] = (no_best + 2 * registered_best) / 3
     split = best_value(by_split, current.split)
     cluster, relabel = best_value(
@@ -186,12 +184,7 @@ def tune(
         (current.cluster, current.relabel),
     )
     registered = best_value(
-        {
-            v: np.mean([r["match"]["sacer"], r["over"]["sacer"]])
-            for (v, s), r in registered_scores.items()
-            if s == split
-        },
-        current.registered,
+        {v: rate for (v, s), rate in registered_means.items() if s == split}, current.registered
     )
     chosen = replace(current, cluster=cluster, relabel=relabel, registered=registered, split=split)
     return {

@@ -48,8 +48,9 @@ MAX_PIECE_SECONDS = 10.0
 RELABEL_THRESHOLD = 0.75
 # Cutting a turn where the voice changes (`split_turns`): windows of SPLIT_WINDOW_SECONDS every
 # SPLIT_HOP_SECONDS, at least MIN_SPLIT_SECONDS on either side of a cut, and the windows of the
-# SPLIT_CONTEXT_SECONDS before and after a cut less similar than the `split` threshold (-1, the default, never cuts: the cosine
-# depends on the extractor, so a model calibrates its own in `config.voice_thresholds`).
+# SPLIT_CONTEXT_SECONDS before and after a cut less similar than the `split` threshold (-1, the
+# default, never cuts: the cosine depends on the extractor, so a model calibrates its own in
+# `config.voice_thresholds`).
 SPLIT_THRESHOLD = -1.0
 SPLIT_WINDOW_SECONDS = 1.5
 SPLIT_HOP_SECONDS = 0.25
@@ -295,7 +296,7 @@ def join_touching(turns: Sequence[dict]) -> list[dict]:
 
 def voice_cuts(
     times: Sequence[tuple[float, float]],
-    spans: Sequence[tuple[float, float]],
+    spans: np.ndarray,
     vectors: np.ndarray,
     threshold: float,
     first: int,
@@ -305,9 +306,9 @@ def voice_cuts(
 ) -> list[int]:
     """Where `split_turns` cuts the words [first, stop) said from `begin` to `finish` (seconds):
     the indices of the words that start a new part, in order. `times` are the words' (start, end),
-    `spans` the windows' (start, end) and `vectors` their unit embeddings."""
+    `spans` the windows' (start, end) seconds, (windows, 2), and `vectors` their unit embeddings."""
     hop, context = SPLIT_HOP_SECONDS, SPLIT_CONTEXT_SECONDS
-    lefts, rights = np.array([a for a, _ in spans]), np.array([b for _, b in spans])
+    lefts, rights = spans[:, 0], spans[:, 1]
     best, where = threshold, None
     for k in range(first + 1, stop):
         pause = 0.5 * (times[k - 1][1] + times[k][0])
@@ -352,21 +353,21 @@ def split_turns(
     `SPLIT_CONTEXT_SECONDS` before it is compared with that of the windows in as many seconds after
     it (near the pause, so that a voice that comes back later does not hide the change), and the
     turn is cut at the least similar pause when that cosine is under `threshold`; each part is then
-    searched again. The parts keep the turn's
-    speaker (relabelling gives them theirs) and its outer times; inner cuts sit `padding` seconds
-    outside the words on each side. Returns new turn dicts without `"_words"`."""
+    searched again. The parts keep the turn's speaker (relabelling gives them theirs) and its outer
+    times; inner cuts sit `padding` seconds outside the words on each side. Returns new turn dicts
+    without `"_words"`."""
     if threshold <= -1.0:
         return [{key: value for key, value in turn.items() if key != "_words"} for turn in turns]
     duration = waveform.size / sampling_rate
     window, hop = SPLIT_WINDOW_SECONDS, SPLIT_HOP_SECONDS
-    plans = []  # (turn, words, word times, window spans)
+    plans = []  # (turn, words, word times, window spans (windows, 2), turn start, turn end)
     clips: list[np.ndarray] = []
     found: list[np.ndarray] = []  # window embeddings by `embed_windows`, turn by turn
     for turn in turns:
         times, words = turn.get("_words"), turn["text"].split()
         start, end = turn_span(turn, duration)
         if not times or len(times) != len(words) or len(words) < 2 or end - start < 2 * MIN_SPLIT_SECONDS:
-            plans.append((turn, None, None, None))
+            plans.append((turn, None, None, None, start, end))
             continue
         spans = []
         for left in np.arange(start, end - window + 1e-6, hop):
@@ -384,21 +385,20 @@ def split_turns(
                     waveform[int(start * sampling_rate) : int(end * sampling_rate)], centers, window
                 )
             )
-        plans.append((turn, words, times, spans))
+        plans.append((turn, words, times, np.array(spans, dtype=np.float64).reshape(-1, 2), start, end))
     if found:
         vectors = unit_rows(np.concatenate(found))
     else:
         vectors = unit_rows(embed(clips)) if clips else np.zeros((0, 0))
     out: list[dict] = []
     used = 0
-    for turn, words, times, spans in plans:
+    for turn, words, times, spans, start, end in plans:
         bare = {key: value for key, value in turn.items() if key != "_words"}
         if spans is None:
             out.append(bare)
             continue
         own = vectors[used : used + len(spans)]
         used += len(spans)
-        start, end = turn_span(turn, duration)
         cuts = voice_cuts(times, spans, own, threshold, 0, len(words), start, end)
         bounds = [0, *cuts, len(words)]
         for number, (first, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
