@@ -53,6 +53,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4i) echo "--train_data $WORK/meetings-acoustic6/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
             4j) echo "--train_data $WORK/meetings-acoustic[67]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             4k) echo "--train_data $WORK/meetings-acoustic8/data/train-*.parquet" ;;
+            4l) echo "--train_data $WORK/meetings-acoustic[678]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -154,8 +155,16 @@ step meetings-acoustic8 "$WORK/meetings-acoustic8/train-patterns.json" python -m
     --random-voices 3200
 step stage4k "$WORK/stage4k/final" stage 4k
 step stage4k-avg "$WORK/stage4k-avg" speakerlm average "$WORK/stage4k-avg" "$WORK/stage4j-avg" "$WORK/stage4k/final"
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4k-avg" \
+# a second LLM round (as 4j) reading 4k's audio tokens, on the meetings of the last three acoustic
+# rounds, the average of its start and end, and its voice thresholds calibrated again
+step stage4l "$WORK/stage4l/final" stage 4l
+step stage4l-avg "$WORK/stage4l-avg" speakerlm average "$WORK/stage4l-avg" "$WORK/stage4k-avg" "$WORK/stage4l/final"
+step voice-thresholds-4l "$WORK/voice-thresholds-4l.json" python -m training.tiny.tune_voices \
+    --model "$WORK/stage4l-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
+    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.65 0.7 0.75 \
+    --output "$WORK/voice-thresholds-4l.json" --apply
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4l-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4k-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4l-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
