@@ -93,7 +93,7 @@ class VoiceThresholds:
 
     @classmethod
     def from_dict(cls, values: Mapping | None) -> VoiceThresholds:
-        """From a `{"cluster", "link", "relabel", "registered", "split"}` dict (any subset; None: all defaults)."""
+        """From a dict of `VOICE_THRESHOLD_KEYS` (any subset; None: all defaults)."""
         return cls() if values is None else cls(**voice_threshold_settings(values))
 
     @classmethod
