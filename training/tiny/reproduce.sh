@@ -54,6 +54,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4j) echo "--train_data $WORK/meetings-acoustic[67]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             4k) echo "--train_data $WORK/meetings-acoustic8/data/train-*.parquet" ;;
             4l) echo "--train_data $WORK/meetings-acoustic[678]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
+            4m) echo "--train_data $WORK/meetings-acoustic9/data/train-*.parquet" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -163,6 +164,13 @@ step voice-thresholds-4l "$WORK/voice-thresholds-4l.json" python -m training.tin
     --model "$WORK/stage4l-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
     --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.65 0.7 0.75 \
     --output "$WORK/voice-thresholds-4l.json" --apply
+# an eighth acoustic round (as 4k) on new meetings, from the 4l average, and the average of its
+# start and end (the start's voice thresholds kept)
+step meetings-acoustic9 "$WORK/meetings-acoustic9/train-patterns.json" python -m training.tiny.meetings \
+    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic9" --seed 10 --workers 2 \
+    --random-voices 3200
+step stage4m "$WORK/stage4m/final" stage 4m
+step stage4m-avg "$WORK/stage4m-avg" speakerlm average "$WORK/stage4m-avg" "$WORK/stage4l-avg" "$WORK/stage4m/final"
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4l-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4l-avg" \

@@ -43,7 +43,7 @@ from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
 from speakerlm_hf.pipeline_speakerlm import embed_speakers
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor
 
-from .evaluate import load_sessions, registrations, score, timed_turns, transcribe
+from .evaluate import load_sessions, registrations, score, speech_masks, timed_turns, transcribe
 
 
 def best_value(scores: dict, current):
@@ -135,6 +135,7 @@ def tune(
     embed = memoized(model_embedder(model))
     windows = memoized_windows(model_window_embedder(model))
     token_seconds = processor.audio_token_seconds
+    masks = speech_masks(sessions)  # the same for every grid point
 
     def decode(mode: str, thresholds: VoiceThresholds):
         registered = [embed_speakers(model, processor, clips) or None for clips in speakers[mode]]
@@ -149,7 +150,7 @@ def tune(
         for relabel in relabels:
             for split in splits:
                 thresholds = replace(current, cluster=cluster, relabel=relabel, split=split)
-                turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows)
+                turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows, masks)
                 no_regist[(cluster, relabel, split)] = score(sessions, turns, "no")
                 print(
                     f"no-regist cluster {cluster:.2f} relabel {relabel:.2f} split {split:.2f}: "
@@ -161,7 +162,7 @@ def tune(
         decoded = decode(mode, current)
         for value, split in registered_scores:
             thresholds = replace(current, registered=value, split=split)
-            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows)
+            turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows, masks)
             registered_scores[(value, split)][mode] = score(sessions, turns, mode)
             print(
                 f"{mode}-regist registered {value:.2f} split {split:.2f}: "
