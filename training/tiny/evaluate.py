@@ -219,6 +219,12 @@ def timed_turns(
     return hypotheses
 
 
+def scored_turn(turn: dict) -> dict:
+    """A scored hypothesis turn as the evaluation output keeps it: speaker, times (s) and words."""
+    timed = {key: round(float(turn[key]), 3) for key in ("start", "end") if turn.get(key) is not None}
+    return {"speaker": turn["speaker"], **timed, "text": turn["text"]}
+
+
 def speech_masks(sessions: list[dict]) -> list:
     """Each session's speech mask, as `timed_turns` finds it (energy VAD of the recording)."""
     return [segment_recording(session["audio"]).speech for session in sessions]
@@ -248,7 +254,7 @@ def evaluate(
     embed = model_embedder(model) if relabel else None
     windows = model_window_embedder(model) if relabel else None
     thresholds = VoiceThresholds.from_config(model.config)
-    results, outputs = {}, {}
+    results, outputs, scored = {}, {}, {}
     audio_seconds = sum(s["audio"].size for s in sessions) / 16000
     for mode in MODES:
         began = time.perf_counter()
@@ -276,6 +282,10 @@ def evaluate(
             "rtf": elapsed / audio_seconds,
         }
         outputs[mode] = {s["id"]: text for s, text in zip(sessions, texts, strict=True)}
+        scored[mode] = {
+            s["id"]: [scored_turn(turn) for turn in turns]
+            for s, turns in zip(sessions, hypotheses, strict=True)
+        }
     results["extra_speakers"] = extra
     results["constrain_labels"] = constrain_labels
     results["ctc_weight"] = ctc_weight
@@ -283,7 +293,7 @@ def evaluate(
     results["relabel_speakers"] = relabel
     results["voice_thresholds"] = thresholds.to_dict()
     results["audio_hours"] = audio_seconds / 3600
-    return {"results": results, "transcripts": outputs}
+    return {"results": results, "transcripts": outputs, "turns": scored}
 
 
 def format_results(results: dict) -> str:
@@ -340,7 +350,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="keep the labels the model wrote (default: turns relabelled by voice, as the pipeline does)",
     )
-    parser.add_argument("--output", default=None, help="JSON with the scores and every transcript")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON with the scores, every model transcript and the turns scored (timed, relabelled)",
+    )
     args = parser.parse_args(argv)
     report = evaluate(
         args.model,
