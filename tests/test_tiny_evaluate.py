@@ -1,7 +1,6 @@
 """The held-out evaluation (`training/tiny/evaluate.py`): its registration draws and what it scores."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,32 +99,21 @@ def test_turns_get_times_whatever_the_ctc_weight():
             assert all(a <= b for a, b in words) and [a for a, _ in words] == sorted(a for a, _ in words)
 
 
-@pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
-)
-def test_the_evaluation_keeps_the_turns_it_scored(tmp_path):
+def test_the_evaluation_keeps_the_turns_it_scored(tmp_path, rendered_meetings):
     """The output of a whole evaluation holds, per mode and session, the model's transcript and the
     timed, relabelled turns that were scored: scoring those turns again gives its figures."""
     from speakerlm_hf.transcribe import DEFAULT_MODEL
-    from training.synthetic.corpus import generate_corpus
     from training.tiny.evaluate import load_sessions
     from training.tiny.evaluate import main as evaluate_main
-    from training.tiny.meetings import main as render_meetings
 
-    corpus = tmp_path / "corpus"
-    generate_corpus(corpus, 16, 16, seed=7, num_train_speakers=3, num_test_speakers=4, workers=1)
-    meetings = tmp_path / "meetings"
-    render_meetings(
-        ["--corpus", str(corpus), "--split", "test", "--num-sessions", "2", "--out", str(meetings)]
-        + ["--min-duration", "10", "--max-duration", "12", "--workers", "1"]
-    )
+    meetings = rendered_meetings
     output = tmp_path / "eval.json"
     evaluate_main(
         ["--model", str(DEFAULT_MODEL), "--data", str(meetings), "--limit", "1"]
         + ["--extra-speakers", "2", "--output", str(output)]
     )
     report = json.loads(output.read_text())
-    pool = load_sessions(str(meetings), "test", None)  # the other session's voices are Over-Regist's extras
+    pool = load_sessions(str(meetings), "test", None)  # the other sessions' voices are Over-Regist's extras
     sessions = pool[:1]
     registrations(sessions, 2, 0, pool)  # the names each mode gave the speakers, as the evaluation drew them
     for mode in ("no", "match", "over"):

@@ -146,21 +146,10 @@ def test_tuning_keeps_the_current_value_on_ties_and_writes_the_config_whole(tmp_
     assert VoiceThresholds.from_config(loaded).relabel == 0.65
 
 
-@pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
-)
-def test_tuning_scores_the_grid_on_held_out_sessions_and_applies_the_choice(tmp_path):
-    from training.synthetic.corpus import generate_corpus
-    from training.tiny.meetings import main as render_meetings
+def test_tuning_scores_the_grid_on_held_out_sessions_and_applies_the_choice(tmp_path, rendered_meetings):
     from training.tiny.tune_voices import main as tune_voices
 
-    corpus = tmp_path / "corpus"
-    generate_corpus(corpus, 24, 24, seed=5, num_train_speakers=4, num_test_speakers=4, workers=1)
-    meetings = tmp_path / "meetings"
-    render_meetings(
-        ["--corpus", str(corpus), "--split", "test", "--num-sessions", "3", "--out", str(meetings)]
-        + ["--min-duration", "10", "--max-duration", "14", "--workers", "1"]
-    )
+    meetings = rendered_meetings
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL, model)
     report_path = tmp_path / "voices.json"
