@@ -55,6 +55,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4k) echo "--train_data $WORK/meetings-acoustic8/data/train-*.parquet" ;;
             4l) echo "--train_data $WORK/meetings-acoustic[678]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             4m) echo "--train_data $WORK/meetings-acoustic9/data/train-*.parquet" ;;
+            4n) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -171,8 +172,16 @@ step meetings-acoustic9 "$WORK/meetings-acoustic9/train-patterns.json" python -m
     --random-voices 3200
 step stage4m "$WORK/stage4m/final" stage 4m
 step stage4m-avg "$WORK/stage4m-avg" speakerlm average "$WORK/stage4m-avg" "$WORK/stage4l-avg" "$WORK/stage4m/final"
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4l-avg" \
+# a third LLM round (as 4l) reading 4m's audio tokens, on the meetings of the last four acoustic
+# rounds, the average of its start and end, and its voice thresholds calibrated again
+step stage4n "$WORK/stage4n/final" stage 4n
+step stage4n-avg "$WORK/stage4n-avg" speakerlm average "$WORK/stage4n-avg" "$WORK/stage4m-avg" "$WORK/stage4n/final"
+step voice-thresholds-4n "$WORK/voice-thresholds-4n.json" python -m training.tiny.tune_voices \
+    --model "$WORK/stage4n-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
+    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.7 0.75 0.8 \
+    --output "$WORK/voice-thresholds-4n.json" --apply
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4n-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4l-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4n-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
