@@ -190,20 +190,18 @@ def timed_turns(
     embed=None,
     thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS,
     embed_windows=None,
-    speech_masks: list | None = None,
+    masks: list | None = None,
 ) -> list[list[dict]]:
     """Each session's transcript as turns, placed in time and, with an `embed`der, cut where the
     voice changes (windows by `embed_windows` when given) and relabelled by voice with
-    `thresholds` as the pipeline does (`aligned_turns`). `speech_masks` (from `speech_masks`)
-    saves finding each session's speech again when the same sessions are decoded many times."""
-    if speech_masks is None:
-        speech_masks = [None] * len(sessions)
+    `thresholds` as the pipeline does (`aligned_turns`). `masks` (from `speech_masks`) saves
+    finding each session's speech again when the same sessions are decoded many times."""
+    if masks is None:
+        masks = speech_masks(sessions) if embed is not None else [None] * len(sessions)
     hypotheses = []
     for session, enrolled, text, lines, mask in zip(
-        sessions, registered, texts, placements, speech_masks, strict=True
+        sessions, registered, texts, placements, masks, strict=True
     ):
-        if mask is None and embed is not None:
-            mask = segment_recording(session["audio"]).speech
         turns, _ = aligned_turns(
             parse_role_transcript(text),
             lines,
