@@ -1,5 +1,6 @@
 """SpeakerLM-Tiny's speaker-extractor recipe: AAM loss, augmentation, EER/minDCF, a short real training run."""
 
+import json
 import math
 import shutil
 
@@ -19,7 +20,10 @@ from training.tiny.eval_speaker_extractor import (
     enrollment_turn_clips,
     evaluate_extractor,
     load_extractor,
+    load_speaker_metadata,
     load_speaker_utterances,
+    look_alike_metrics,
+    look_alikes,
 )
 from training.tiny.speaker_extractor import (
     AAMSoftmax,
@@ -107,6 +111,82 @@ def test_pair_stream_yields_two_utterances_of_one_speaker():
         assert first["waveform"].size == SAMPLING_RATE // 2
         (a,), (b,) = _sources([first["waveform"]]), _sources([second["waveform"]])
         assert a != b and data.labels[a] == data.labels[b] == first["label"]
+
+
+def _recipes(*entries):
+    return {
+        name: {"id": name, "voice": voice, "variant": variant, "pitch": pitch}
+        for name, voice, variant, pitch in entries
+    }
+
+
+def test_look_alikes_share_the_timbre_but_not_the_accent(tmp_path):
+    metadata = _recipes(
+        ("a", "en-us", "Alicia", 72),
+        ("b", "en-gb", "Alicia", 72),  # a's look-alike
+        ("c", "en-gb-scotland", "Alicia", 82),  # 10 away: still one
+        ("d", "en-029", "Alicia", 83),  # 11 away from a, 1 from c
+        ("e", "en-us", "Alicia", 70),  # a's accent too: a different recording of one voice
+        ("f", "en-gb", "robert", 72),  # another timbre
+    )
+    speakers = ["a", "b", "c", "d", "e", "f", "g"]  # g has no recipe
+    kin = [sorted(others.tolist()) for others in look_alikes(speakers, metadata)]
+    assert kin == [[1, 2], [0, 2, 4], [0, 1, 3], [2], [1], [], []]
+    # corpus and meeting listings are read together; anything else is skipped
+    corpus, meetings = tmp_path / "corpus", tmp_path / "meetings"
+    corpus.mkdir(), meetings.mkdir()
+    (corpus / "speakers.json").write_text(json.dumps([metadata["a"], metadata["b"]]))
+    (meetings / "train-random-speakers.json").write_text(json.dumps([metadata["f"]]))
+    found = load_speaker_metadata(corpus, meetings, meetings / "data" / "train-00000.parquet")
+    assert sorted(found) == ["a", "b", "f"] and found["f"]["variant"] == "robert"
+
+
+def test_look_alike_stream_draws_a_speaker_with_its_look_alikes():
+    data = _constant_utterances([[SAMPLING_RATE] * 3] * 6)
+    kin = [
+        np.array([1, 2]),
+        np.array([0]),
+        np.array([0]),
+        np.array([], dtype=np.int64),
+        np.array([]),
+        np.array([]),
+    ]
+    kin = [np.asarray(others, dtype=np.int64) for others in kin]
+    stream = iter(CropStream(data, max_seconds=0.5, seed=0, pairs=True, kin=kin, group=3))
+    firsts = set()
+    for _ in range(60):
+        crops = [next(stream) for _ in range(6)]
+        labels = [crop["label"] for crop in crops]
+        # three speakers, two crops (of two utterances) each
+        assert labels[0::2] == labels[1::2] and len(set(labels)) == 3
+        for first, second in zip(crops[0::2], crops[1::2], strict=True):
+            (a,), (b,) = _sources([first["waveform"]]), _sources([second["waveform"]])
+            assert a != b and data.labels[a] == data.labels[b] == first["label"]
+        anchor = labels[0]
+        firsts.add(anchor)
+        # every look-alike of the first speaker comes along, random others fill the group
+        assert set(kin[anchor].tolist()) <= set(labels[2::2])
+    assert firsts == set(range(6))
+
+
+def test_look_alike_trials_keep_only_the_speakers_look_alikes():
+    # two enrollments (speakers 0 and 1) against four turns of speakers 0, 1, 2 and 0
+    scores = np.array([[0.9, 0.8, 0.1, 0.4], [0.7, 0.6, 0.2, 0.5]])
+    enrollment_labels, turn_labels = np.array([0, 1]), np.array([0, 1, 2, 0])
+    targets = (enrollment_labels[:, None] == turn_labels[None, :]).astype(np.int64)
+    kin = [np.array([1]), np.array([0]), np.array([], dtype=np.int64)]
+    turn_scores = np.array([[0.9, 0.7], [0.8, 0.6], [0.1, 0.2], [0.4, 0.5]])
+    out = look_alike_metrics(
+        scores, targets, enrollment_labels, turn_labels, turn_scores, np.array([0, 1]), kin
+    )
+    # targets 0.9, 0.4 (speaker 0), 0.6 (speaker 1); non-targets 0.8 (0 vs 1's turn), 0.7, 0.5 (1 vs 0's)
+    assert out["target_trials"] == 3 and out["nontarget_trials"] == 3
+    assert out["eer"] == pytest.approx(
+        compute_eer(np.array([0.9, 0.4, 0.6, 0.8, 0.7, 0.5]), np.array([1, 1, 1, 0, 0, 0]))
+    )
+    # turn 0: 0.9 > 0.7 right; turn 1: 0.6 < 0.8 wrong; turn 2 has no look-alike; turn 3: 0.4 < 0.5 wrong
+    assert out["turns"] == 3 and out["identification_accuracy"] == pytest.approx(1 / 3)
+    assert out["speakers_with_look_alikes"] == 2
 
 
 def test_augment_adds_noise_at_the_drawn_snr():
@@ -253,6 +333,8 @@ def test_training_continues_a_speakerlm_checkpoints_speaker_encoder(tiny_corpus,
         train_extractor(
             tiny_corpus, tmp_path / "x", init_from=tmp_path / "speakerlm", config_overrides={"a": 1}
         )
+    with pytest.raises(ValueError, match="must hold whole groups of 6 crops"):
+        train_extractor(tiny_corpus, tmp_path / "x", batch_size=8, look_alike_group=3)
     out = tmp_path / "continued"
     continued, summary = train_extractor(
         tiny_corpus,
@@ -269,8 +351,10 @@ def test_training_continues_a_speakerlm_checkpoints_speaker_encoder(tiny_corpus,
         threads=1,
         init_from=tmp_path / "speakerlm",
         data_seed=4,
+        look_alike_group=2,
     )
     assert summary["arch"] == "campplus" and summary["data_seed"] == 4
+    assert summary["look_alike_group"] == 2
     assert summary["init_from"] == str(tmp_path / "speakerlm")
     assert continued.config.embedding_size == model.config.speaker_config.embedding_size
     start = dict(extractor.named_parameters())

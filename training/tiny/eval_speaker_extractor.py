@@ -8,6 +8,10 @@ Two trial lists, both scored by the cosine of L2-normalised embeddings:
   built from the second half, and every enrollment is scored against every turn. Also reports
   closed-set identification accuracy: a turn goes to the speaker whose mean enrollment embedding
   is nearest, among all test speakers and among 4 (the true one and 3 random others).
+- look-alikes, from the same enrollments and turns: target trials against the turns of each
+  speaker's look-alikes alone (`look_alikes`: the same espeak variant, so the same timbre, with
+  another base voice, so another accent, at a pitch within 10), and identification among a speaker
+  and its look-alikes. These are the registered strangers Over-Regist confuses with the speaker.
 
     python -m training.tiny.eval_speaker_extractor --model /work/data/speaker_extractor \
         --corpus /work/data/synthetic-en [--split test] [--json results.json]
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +114,50 @@ def load_speaker_utterances(
     if not waveforms:
         raise ValueError(f"split {split!r} of {str(corpus_dir)!r} holds no utterances")
     return SpeakerUtterances.from_named(waveforms, names)
+
+
+LOOK_ALIKE_PITCH = 10
+
+
+def load_speaker_metadata(*folders: str | Path) -> dict[str, dict]:
+    """Each speaker's voice recipe by speaker id, from a synthetic corpus's `speakers.json` and
+    rendered meetings' `*-random-speakers.json` in `folders` (other paths are skipped)."""
+    metadata: dict[str, dict] = {}
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            continue
+        for listing in [folder / "speakers.json", *sorted(folder.glob("*-random-speakers.json"))]:
+            if listing.is_file():
+                metadata.update({entry["id"]: entry for entry in json.loads(listing.read_text())})
+    return metadata
+
+
+def look_alikes(
+    speakers: Sequence[str], metadata: Mapping[str, Mapping], pitch_within: float = LOOK_ALIKE_PITCH
+) -> list[np.ndarray]:
+    """For each of `speakers` (by index), the indices of its look-alikes among them: the same espeak
+    variant (the timbre) with another base voice (the accent) and a pitch at most `pitch_within`
+    away. Speakers missing from `metadata` have none."""
+    by_variant: dict[str, list[int]] = {}
+    for index, name in enumerate(speakers):
+        if name in metadata:
+            by_variant.setdefault(metadata[name]["variant"], []).append(index)
+    found = []
+    for name in speakers:
+        entry = metadata.get(name)
+        kin = by_variant.get(entry["variant"], []) if entry else []
+        found.append(
+            np.array(
+                [
+                    other
+                    for other in kin
+                    if metadata[speakers[other]]["voice"] != entry["voice"]
+                    and abs(metadata[speakers[other]]["pitch"] - entry["pitch"]) <= pitch_within
+                ],
+                dtype=np.int64,
+            )
+        )
+    return found
 
 
 def compute_eer(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -247,12 +295,19 @@ def enrollment_turn_clips(
 
 
 def evaluate_extractor(
-    model: PreTrainedModel, data: SpeakerUtterances, seed: int = 0, small_set: int = 4
+    model: PreTrainedModel,
+    data: SpeakerUtterances,
+    seed: int = 0,
+    small_set: int = 4,
+    kin: Sequence[np.ndarray] | None = None,
 ) -> dict:
     """Utterance-pair and enrollment-vs-turn EER/minDCF, and closed-set identification accuracy.
 
     Identification picks the nearest mean enrollment embedding among all speakers, and among
     `small_set` speakers (the true one and random others), the size of a meeting's registration.
+    With `kin` (each speaker label's look-alike labels, `look_alikes`), also the "look_alike"
+    trials: enrollments against their own speaker's turns and their look-alikes' turns alone,
+    and identification of each turn among its speaker and that speaker's look-alikes.
     """
     utterance_embeddings = embed_waveforms(model, [data.waveform(i) for i in range(len(data))])
     results = {
@@ -278,7 +333,43 @@ def evaluate_extractor(
     results["enrollment_vs_turn"][f"identification_accuracy_{small_set}"] = _small_set_accuracy(
         turn_scores, column, small_set, rng
     )
+    if kin is not None:
+        results["look_alike"] = look_alike_metrics(
+            scores, targets, enrollment_labels, turn_labels, turn_scores, speakers, kin
+        )
     return results
+
+
+def look_alike_metrics(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    enrollment_labels: np.ndarray,
+    turn_labels: np.ndarray,
+    turn_scores: np.ndarray,
+    speakers: np.ndarray,
+    kin: Sequence[np.ndarray],
+) -> dict:
+    """`evaluate_extractor`'s look-alike figures from its enrollment-vs-turn scores (enrollments,
+    turns), their targets, the turns' scores against the speakers' mean enrollments (turns,
+    speakers) and each label's look-alikes `kin`."""
+    related = np.zeros((len(kin), len(kin)), dtype=bool)
+    for label, others in enumerate(kin):
+        related[label, others] = True
+    nontarget = related[enrollment_labels[:, None], turn_labels[None, :]]
+    kept = (targets == 1) | nontarget
+    out = {"speakers_with_look_alikes": int(sum(others.size > 0 for others in kin))}
+    if nontarget.any():
+        out.update(trial_metrics(scores[kept], targets[kept]))
+    column = np.searchsorted(speakers, turn_labels)
+    right = []
+    for row, label in enumerate(turn_labels):
+        others = np.searchsorted(speakers, kin[label][np.isin(kin[label], speakers)])
+        if others.size:
+            right.append(turn_scores[row, column[row]] > turn_scores[row, others].max())
+    if right:
+        out["identification_accuracy"] = float(np.mean(right))
+        out["turns"] = len(right)
+    return out
 
 
 def _small_set_accuracy(scores: np.ndarray, column: np.ndarray, size: int, rng: np.random.Generator) -> float:
@@ -353,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = load_extractor(args.model)
     data = load_speaker_utterances(args.corpus, args.split, args.max_utterances)
-    results = evaluate_extractor(model, data, seed=args.seed)
+    kin = look_alikes(data.speakers, load_speaker_metadata(args.corpus))
+    results = evaluate_extractor(model, data, seed=args.seed, kin=kin)
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:

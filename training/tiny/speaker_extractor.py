@@ -45,7 +45,9 @@ from training.tiny.eval_speaker_extractor import (
     compute_eer,
     embed_waveforms,
     load_extractor,
+    load_speaker_metadata,
     load_speaker_utterances,
+    look_alikes,
     pcm16,
 )
 
@@ -209,10 +211,22 @@ class CropStream(torch.utils.data.IterableDataset):
     """Endless crops of the longest training length with their speaker label.
 
     With `pairs`, crops come two by two from one speaker (different utterances where it has
-    several), so an even batch holds whole pairs for the prototypical loss.
+    several), so an even batch holds whole pairs for the prototypical loss. With `kin` (each
+    speaker label's look-alikes, `look_alikes`) and `group` > 1, speakers come `group` at a time:
+    a random one, then up to `group - 1` of its look-alikes, filled up with random others, so the
+    batch's other speakers are the hardest negatives there are (the prototypical loss compares
+    each crop with every speaker of its batch).
     """
 
-    def __init__(self, data: SpeakerUtterances, max_seconds: float, seed: int, pairs: bool = False):
+    def __init__(
+        self,
+        data: SpeakerUtterances,
+        max_seconds: float,
+        seed: int,
+        pairs: bool = False,
+        kin: Sequence[np.ndarray] | None = None,
+        group: int = 1,
+    ):
         super().__init__()
         self.data = data
         self.length = int(max_seconds * SAMPLING_RATE)
@@ -220,25 +234,41 @@ class CropStream(torch.utils.data.IterableDataset):
         self.pairs = pairs
         self.epoch = 0
         self.by_speaker = data.indices_by_speaker()
+        self.kin = kin
+        self.group = group if kin is not None else 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _speakers(self, label: int, rng: np.random.Generator) -> list[int]:
+        """`label` and the speakers drawn to share its batch with it."""
+        labels = [label]
+        if self.group > 1:
+            others = self.kin[label]
+            if others.size:
+                labels += rng.choice(others, min(self.group - 1, others.size), replace=False).tolist()
+            while len(labels) < min(self.group, len(self.by_speaker)):
+                other = int(rng.integers(len(self.by_speaker)))
+                if other not in labels:
+                    labels.append(other)
+        return labels
 
     def __iter__(self) -> Iterator[dict]:
         worker = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, self.epoch, worker.id if worker else 0])
         while True:
-            index = int(rng.integers(len(self.data)))
-            label = int(self.data.labels[index])
-            indices = [index]
-            if self.pairs:
-                others = self.by_speaker[label][self.by_speaker[label] != index]
-                indices.append(int(rng.choice(others)) if others.size else index)
-            for i in indices:
-                yield {
-                    "waveform": speaker_crop(self.data, self.by_speaker, i, self.length, rng),
-                    "label": label,
-                }
+            first = int(rng.integers(len(self.data)))
+            for label in self._speakers(int(self.data.labels[first]), rng):
+                index = first if label == self.data.labels[first] else int(rng.choice(self.by_speaker[label]))
+                indices = [index]
+                if self.pairs:
+                    others = self.by_speaker[label][self.by_speaker[label] != index]
+                    indices.append(int(rng.choice(others)) if others.size else index)
+                for i in indices:
+                    yield {
+                        "waveform": speaker_crop(self.data, self.by_speaker, i, self.length, rng),
+                        "label": label,
+                    }
 
 
 class CropCollator:
@@ -444,6 +474,7 @@ def train_extractor(
     init_from: str | Path | None = None,
     data_seed: int | None = None,
     meetings: Sequence[str | Path] = (),
+    look_alike_group: int = 1,
 ) -> tuple[PreTrainedModel, dict]:
     """Train, save the frozen extractor to `out` with `save_pretrained`; returns it and a summary (also in `out`).
 
@@ -457,11 +488,21 @@ def train_extractor(
     `meetings` adds the single-speaker speech of rendered meetings (`load_meeting_speech`): turns
     with the meetings' noise, rooms and neighbours, and the speakers of `--random-voices`; the
     held-out corpus speakers' meeting speech is left out of training.
+    `look_alike_group` > 1 fills each batch with groups of that many speakers, a random one and its
+    look-alikes (`look_alikes`: the same espeak variant with another base voice and a similar
+    pitch, read from the corpus's and the meetings' speaker lists), as hard negatives;
+    `batch_size` must then hold whole groups (of pairs, with the prototypical loss).
     """
     if init_from is not None and config_overrides:
         raise ValueError("config_overrides cannot change an extractor given by init_from")
     if prototypical_weight > 0 and batch_size % 2:
         raise ValueError(f"batch_size must be even for the pair loss, got {batch_size}")
+    crops_per_group = look_alike_group * (2 if prototypical_weight > 0 else 1)
+    if look_alike_group < 1 or batch_size % crops_per_group:
+        raise ValueError(
+            f"batch_size {batch_size} must hold whole groups of {crops_per_group} crops "
+            f"(look_alike_group {look_alike_group})"
+        )
     with _torch_threads(threads):
         torch.manual_seed(seed)
         out = Path(out)
@@ -498,6 +539,14 @@ def train_extractor(
         if init_from is not None:
             with torch.no_grad():
                 model.head.weight.copy_(speaker_centroids(extractor, train_data, seed))
+        kin = None
+        if look_alike_group > 1:
+            kin = look_alikes(train_data.speakers, load_speaker_metadata(corpus, *meetings))
+            print(
+                f"{sum(others.size > 0 for others in kin)} of {len(kin)} train speakers have look-alikes",
+                file=sys.stderr,
+                flush=True,
+            )
         num_parameters = sum(p.numel() for p in extractor.parameters())
         crop_seed = seed if data_seed is None else data_seed
         warmup = steps // 5 if margin_warmup_steps is None else margin_warmup_steps
@@ -527,7 +576,14 @@ def train_extractor(
         trainer = Trainer(
             model=model,
             args=args,
-            train_dataset=CropStream(train_data, crop_seconds[1], crop_seed, pairs=prototypical_weight > 0),
+            train_dataset=CropStream(
+                train_data,
+                crop_seconds[1],
+                crop_seed,
+                pairs=prototypical_weight > 0,
+                kin=kin,
+                group=look_alike_group,
+            ),
             data_collator=CropCollator(crop_seconds, augment_config, crop_seed),
             callbacks=[MarginWarmup(model.head, margin, warmup), eer_log, loss_log],
         )
@@ -565,6 +621,7 @@ def train_extractor(
             "augment": asdict(augment_config) if augment_config else None,
             "aam": {"scale": scale, "margin": margin, "margin_warmup_steps": warmup},
             "prototypical_weight": prototypical_weight,
+            "look_alike_group": look_alike_group,
             "optimizer": {
                 "name": "adamw",
                 "lr": learning_rate,
@@ -627,6 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rendered meeting folders (or shards/globs) whose single-speaker speech is added to training",
     )
     parser.add_argument(
+        "--look-alike-group",
+        type=int,
+        default=1,
+        help="speakers drawn together into a batch, a random one and its look-alikes (same espeak "
+        "variant, another base voice, pitch within 10) as hard negatives; 1: all at random",
+    )
+    parser.add_argument(
         "--config", default=None, help="JSON of extractor config overrides, e.g. '{\"m_channels\": 8}'"
     )
     return parser
@@ -664,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_from=args.init_from,
         data_seed=args.data_seed,
         meetings=args.meetings,
+        look_alike_group=args.look_alike_group,
     )
     print(json.dumps({k: summary[k] for k in ("parameters", "steps", "train_seconds", "final_held_out_eer")}))
     return 0
