@@ -180,8 +180,20 @@ step voice-thresholds-4n "$WORK/voice-thresholds-4n.json" python -m training.tin
     --model "$WORK/stage4n-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
     --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.7 0.75 0.8 \
     --output "$WORK/voice-thresholds-4n.json" --apply
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4n-avg" \
+# the extractor continued with batches of look-alike speakers (same espeak variant, another base
+# voice, close pitch) as hard negatives, put into the 4n average, its voice thresholds calibrated again
+step speaker-extractor4 "$WORK/speaker_extractor4/model.safetensors" python -m training.tiny.speaker_extractor \
+    --corpus "$CORPUS" --out "$WORK/speaker_extractor4" --steps 300 --batch-size 64 --crop-seconds 2.0 2.5 \
+    --lr 5e-4 --warmup-steps 20 --margin-warmup-steps 0 --prototypical-weight 1.0 --eval-every 100 \
+    --save-every 100 --threads 2 --init-from "$WORK/stage4n-avg" --data-seed 11 --look-alike-group 4
+step stage4n-x4 "$WORK/stage4n-x4" python -m training.tiny.replace_extractor --model "$WORK/stage4n-avg" \
+    --extractor "$WORK/speaker_extractor4" --out "$WORK/stage4n-x4"
+step voice-thresholds-x4 "$WORK/voice-thresholds-x4.json" python -m training.tiny.tune_voices \
+    --model "$WORK/stage4n-x4" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
+    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.7 0.75 0.8 \
+    --output "$WORK/voice-thresholds-x4.json" --apply
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4n-x4" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4n-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4n-x4" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
