@@ -56,6 +56,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4l) echo "--train_data $WORK/meetings-acoustic[678]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             4m) echo "--train_data $WORK/meetings-acoustic9/data/train-*.parquet" ;;
             4n) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
+            4o) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x4.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -192,8 +193,18 @@ step voice-thresholds-x4 "$WORK/voice-thresholds-x4.json" python -m training.tin
     --model "$WORK/stage4n-x4" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
     --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.7 0.75 0.8 \
     --output "$WORK/voice-thresholds-x4.json" --apply
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4n-x4" \
+# a fourth LLM round (as 4n) reading the new extractor's embeddings (its bank of train speakers
+# recomputed first), the average of its start and end, and its voice thresholds calibrated again
+step speaker-bank4 "$WORK/bank-meetings-x4.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
+    --model "$WORK/stage4n-x4" --out "$WORK/bank-meetings-x4.safetensors" --corpus-name synthetic-meetings
+step stage4o "$WORK/stage4o/final" stage 4o
+step stage4o-avg "$WORK/stage4o-avg" speakerlm average "$WORK/stage4o-avg" "$WORK/stage4n-x4" "$WORK/stage4o/final"
+step voice-thresholds-4o "$WORK/voice-thresholds-4o.json" python -m training.tiny.tune_voices \
+    --model "$WORK/stage4o-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
+    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.65 0.7 0.75 \
+    --output "$WORK/voice-thresholds-4o.json" --apply
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4o-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4n-x4" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4o-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
