@@ -30,6 +30,17 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
     printf '%s\t%d\n' "$name" $((SECONDS - began)) >>"$TIMES"
 }
 
+recalibrate() {  # recalibrate NAME MODEL SPLIT...: WORK/MODEL's voice thresholds calibrated again
+    # on held-out sessions 100-149 (the evaluation scores 0-99): cluster 0.5 and registered 0.1 kept,
+    # relabel and split chosen from their grids, written into the model
+    local name=$1 model=$2
+    shift 2
+    step "voice-thresholds-$name" "$WORK/voice-thresholds-$name.json" python -m training.tiny.tune_voices \
+        --model "$WORK/$model" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
+        --relabel 0.65 0.7 0.75 --registered 0.1 --split "$@" \
+        --output "$WORK/voice-thresholds-$name.json" --apply
+}
+
 stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
     local - n=$1 config=training/tiny/configs/stage$1.yaml previous
     set -f  # a data glob goes to the trainer as it is
@@ -162,10 +173,7 @@ step stage4k-avg "$WORK/stage4k-avg" speakerlm average "$WORK/stage4k-avg" "$WOR
 # rounds, the average of its start and end, and its voice thresholds calibrated again
 step stage4l "$WORK/stage4l/final" stage 4l
 step stage4l-avg "$WORK/stage4l-avg" speakerlm average "$WORK/stage4l-avg" "$WORK/stage4k-avg" "$WORK/stage4l/final"
-step voice-thresholds-4l "$WORK/voice-thresholds-4l.json" python -m training.tiny.tune_voices \
-    --model "$WORK/stage4l-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
-    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.65 0.7 0.75 \
-    --output "$WORK/voice-thresholds-4l.json" --apply
+recalibrate 4l stage4l-avg 0.65 0.7 0.75
 # an eighth acoustic round (as 4k) on new meetings, from the 4l average, and the average of its
 # start and end (the start's voice thresholds kept)
 step meetings-acoustic9 "$WORK/meetings-acoustic9/train-patterns.json" python -m training.tiny.meetings \
@@ -177,10 +185,7 @@ step stage4m-avg "$WORK/stage4m-avg" speakerlm average "$WORK/stage4m-avg" "$WOR
 # rounds, the average of its start and end, and its voice thresholds calibrated again
 step stage4n "$WORK/stage4n/final" stage 4n
 step stage4n-avg "$WORK/stage4n-avg" speakerlm average "$WORK/stage4n-avg" "$WORK/stage4m-avg" "$WORK/stage4n/final"
-step voice-thresholds-4n "$WORK/voice-thresholds-4n.json" python -m training.tiny.tune_voices \
-    --model "$WORK/stage4n-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
-    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.7 0.75 0.8 \
-    --output "$WORK/voice-thresholds-4n.json" --apply
+recalibrate 4n stage4n-avg 0.7 0.75 0.8
 # the extractor continued with batches of look-alike speakers (same espeak variant, another base
 # voice, close pitch) as hard negatives, put into the 4n average, its voice thresholds calibrated again
 step speaker-extractor4 "$WORK/speaker_extractor4/model.safetensors" python -m training.tiny.speaker_extractor \
@@ -189,20 +194,14 @@ step speaker-extractor4 "$WORK/speaker_extractor4/model.safetensors" python -m t
     --save-every 100 --threads 2 --init-from "$WORK/stage4n-avg" --data-seed 11 --look-alike-group 4
 step stage4n-x4 "$WORK/stage4n-x4" python -m training.tiny.replace_extractor --model "$WORK/stage4n-avg" \
     --extractor "$WORK/speaker_extractor4" --out "$WORK/stage4n-x4"
-step voice-thresholds-x4 "$WORK/voice-thresholds-x4.json" python -m training.tiny.tune_voices \
-    --model "$WORK/stage4n-x4" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
-    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.7 0.75 0.8 \
-    --output "$WORK/voice-thresholds-x4.json" --apply
+recalibrate x4 stage4n-x4 0.7 0.75 0.8
 # a fourth LLM round (as 4n) reading the new extractor's embeddings (its bank of train speakers
 # recomputed first), the average of its start and end, and its voice thresholds calibrated again
 step speaker-bank4 "$WORK/bank-meetings-x4.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
     --model "$WORK/stage4n-x4" --out "$WORK/bank-meetings-x4.safetensors" --corpus-name synthetic-meetings
 step stage4o "$WORK/stage4o/final" stage 4o
 step stage4o-avg "$WORK/stage4o-avg" speakerlm average "$WORK/stage4o-avg" "$WORK/stage4n-x4" "$WORK/stage4o/final"
-step voice-thresholds-4o "$WORK/voice-thresholds-4o.json" python -m training.tiny.tune_voices \
-    --model "$WORK/stage4o-avg" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
-    --relabel 0.65 0.7 0.75 --registered 0.1 --split 0.65 0.7 0.75 \
-    --output "$WORK/voice-thresholds-4o.json" --apply
+recalibrate 4o stage4o-avg 0.65 0.7 0.75
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4o-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4o-avg" \
