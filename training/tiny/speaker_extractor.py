@@ -40,6 +40,7 @@ from speakerlm_hf.data.shards import decode_prepared_row, load_prepared
 from speakerlm_hf.data.simulation import coloured_noise, fft_convolve, synthetic_rir
 from training.tiny.eval_speaker_extractor import (
     EXTRACTOR_CLASSES,
+    LOOK_ALIKE_PITCH,
     SpeakerUtterances,
     all_pair_trials,
     compute_eer,
@@ -688,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="speakers drawn together into a batch, a random one and its look-alikes (same espeak "
-        "variant, another base voice, pitch within 10) as hard negatives; 1: all at random",
+        f"variant, another base voice, pitch within {LOOK_ALIKE_PITCH}) as hard negatives; 1: all at random",
     )
     parser.add_argument(
         "--config", default=None, help="JSON of extractor config overrides, e.g. '{\"m_channels\": 8}'"
