@@ -143,15 +143,7 @@ def test_look_alikes_share_the_timbre_but_not_the_accent(tmp_path):
 
 def test_look_alike_stream_draws_a_speaker_with_its_look_alikes():
     data = _constant_utterances([[SAMPLING_RATE] * 3] * 6)
-    kin = [
-        np.array([1, 2]),
-        np.array([0]),
-        np.array([0]),
-        np.array([], dtype=np.int64),
-        np.array([]),
-        np.array([]),
-    ]
-    kin = [np.asarray(others, dtype=np.int64) for others in kin]
+    kin = [np.array(others, dtype=np.int64) for others in ([1, 2], [0], [0], [], [], [])]
     stream = iter(CropStream(data, max_seconds=0.5, seed=0, pairs=True, kin=kin, group=3))
     firsts = set()
     for _ in range(60):
