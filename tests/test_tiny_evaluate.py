@@ -110,9 +110,10 @@ def test_the_evaluation_keeps_the_turns_it_scored(tmp_path, rendered_meetings):
     output = tmp_path / "eval.json"
     evaluate_main(
         ["--model", str(DEFAULT_MODEL), "--data", str(meetings), "--limit", "1"]
-        + ["--extra-speakers", "2", "--output", str(output)]
+        + ["--extra-speakers", "2", "--oracle", "--output", str(output)]
     )
     report = json.loads(output.read_text())
+    assert set(report["results"]["oracle"]) == {"no", "over"}
     pool = load_sessions(str(meetings), "test", None)  # the other sessions' voices are Over-Regist's extras
     sessions = pool[:1]
     registrations(sessions, 2, 0, pool)  # the names each mode gave the speakers, as the evaluation drew them
@@ -124,3 +125,64 @@ def test_the_evaluation_keeps_the_turns_it_scored(tmp_path, rendered_meetings):
         assert all(0 <= turn["start"] <= turn["end"] for turn in turns)
         scored = report["results"][mode]["all"]
         assert score(sessions, [turns], mode) == pytest.approx(scored, abs=1e-3)
+
+
+def test_the_oracles_tell_relabelling_the_speaker_count_and_who_of_the_enrolled_is_present():
+    """`--oracle`: No-Regist told the true number of speakers, Over-Regist choosing among the
+    enrolled people present only; the same decoded lines, relabelled by the same voices."""
+    from training.tiny.evaluate import timed_turns
+
+    rate, seconds = 16000, 2.0
+    # three 2 s turns; the fake extractor hears each stretch's level as a voice
+    audio = np.concatenate(
+        [np.full(int(seconds * rate), level, dtype=np.float32) for level in (0.1, 0.2, 0.3)]
+    )
+    unit = np.eye(3)
+    absent = np.array([0.0, 0.6, 0.8])  # like Bob (cosine 0.6), more like the absent Cyd
+    voice_of = {1: unit[0], 2: unit[1], 3: absent}
+
+    def embed(clips):
+        return np.stack([voice_of[int(round(float(np.median(clip)) * 10))] for clip in clips])
+
+    session = {
+        "id": "meeting0",
+        "audio": audio,
+        "turns": [
+            {"speaker": "r0", "start": 0.2, "end": 1.8, "text": "a b"},
+            {"speaker": "r1", "start": 2.2, "end": 3.8, "text": "c d"},
+            {"speaker": "r0", "start": 4.2, "end": 5.8, "text": "e f"},
+        ],
+        "naming": {"r0": "Ann", "r1": "Bob", "r2": "Cyd"},
+    }
+    token_seconds = 0.1
+
+    def lines(labels):
+        return [
+            (
+                f"{label}:".encode(),
+                20 * k + 2,
+                20 * k + 17,
+                [(20 * k + 2, 20 * k + 9), (20 * k + 10, 20 * k + 17)],
+            )
+            for k, label in enumerate(labels)
+        ]
+
+    def relabelled(labels, enrolled, oracle=None):
+        text = "\n".join(
+            f"{label}: {turn['text']}" for label, turn in zip(labels, session["turns"], strict=True)
+        )
+        turns = timed_turns(
+            [session], [enrolled], [text], [lines(labels)], token_seconds, embed, masks=[None], oracle=oracle
+        )[0]
+        assert all("start" in turn for turn in turns), turns  # placed in time, so relabelled
+        return [turn["speaker"] for turn in turns]
+
+    # No-Regist: the voices of the first and last turns are alike enough to be one speaker only when
+    # told there are two (at the default relabel threshold, 0.6 is two people)
+    assert relabelled(["spk0", "spk1", "spk2"], None) == ["spk0", "spk1", "spk2"]
+    assert relabelled(["spk0", "spk1", "spk2"], None, "count") == ["spk0", "spk1", "spk1"]
+    # Over-Regist: the last turn goes to the absent Cyd, unless only Ann and Bob are to choose from,
+    # even where the model wrote Cyd's name (the turn stays named, and takes the voice it is closer to)
+    enrolled = {"Ann": unit[0], "Bob": unit[1], "Cyd": np.array([0.0, 0.0, 1.0])}
+    assert relabelled(["Ann", "Bob", "Cyd"], enrolled) == ["Ann", "Bob", "Cyd"]
+    assert relabelled(["Ann", "Bob", "Cyd"], enrolled, "present") == ["Ann", "Bob", "Bob"]

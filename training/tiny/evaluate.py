@@ -16,7 +16,9 @@ fails there.
 For a model trained with CTC, each turn is also placed in time as the pipeline places it (CTC
 forced alignment of its words, `timestamps_from="ctc"`) and relabelled by its voice as the
 pipeline relabels it (`--no-relabel` keeps the model's labels), and who spoke when is scored too:
-tcpCER with a 1 s collar, and DER (no collar).
+tcpCER with a 1 s collar, and DER (no collar). `--oracle` also scores the same decoded turns
+relabelled with what relabelling otherwise guesses: the true number of speakers (No-Regist) and
+which of the enrolled people are present (Over-Regist), to show what each guess costs.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_tra
 from speakerlm_hf.segmentation_speakerlm import segment_recording
 
 MODES = ("no", "match", "over")
+# `--oracle`: what each mode's relabelling is told that it otherwise guesses (`timed_turns`)
+ORACLES = {"no": "count", "over": "present"}
 TCP_COLLAR = 1.0
 
 
@@ -191,25 +195,52 @@ def timed_turns(
     thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS,
     embed_windows=None,
     masks: list | None = None,
+    oracle: str | None = None,
 ) -> list[list[dict]]:
     """Each session's transcript as turns, placed in time and, with an `embed`der, cut where the
     voice changes (windows by `embed_windows` when given) and relabelled by voice with
     `thresholds` as the pipeline does (`aligned_turns`). `masks` (from `speech_masks`) saves
-    finding each session's speech again when the same sessions are decoded many times."""
+    finding each session's speech again when the same sessions are decoded many times.
+
+    `oracle` gives the relabelling what it cannot know, to measure what guessing it costs:
+    "count", the true number of speakers (as a `num_speakers` hint); "present", only the enrolled
+    people who are in the session to choose from (a turn the model gave an absent enrolled name
+    stays a named turn)."""
     if masks is None:
         masks = speech_masks(sessions) if embed is not None else [None] * len(sessions)
     hypotheses = []
     for session, enrolled, text, lines, mask in zip(
         sessions, registered, texts, placements, masks, strict=True
     ):
+        turns, voices, count = parse_role_transcript(text), speaker_voices(enrolled or {}), None
+        if oracle == "count":
+            count = len({turn["speaker"] for turn in session["turns"]})
+        elif oracle == "present" and voices:
+            present = {session["naming"][turn["speaker"]] for turn in session["turns"]}
+            kept = {name: vector for name, vector in voices.items() if name in present}
+            if kept and lines is not None:
+                # the lines keep their alignment under the new name (`place_turns` matches them)
+                stand_in, absent = next(iter(kept)), voices.keys() - kept.keys()
+                turns = [
+                    {**turn, "speaker": stand_in} if turn["speaker"] in absent else turn for turn in turns
+                ]
+                lines = [
+                    (f"{stand_in}:".encode(), *line[1:])
+                    if line is not None and line[0].decode("utf-8", "replace")[:-1].strip() in absent
+                    else line
+                    for line in lines
+                ]
+                voices = kept
         turns, _ = aligned_turns(
-            parse_role_transcript(text),
+            turns,
             lines,
             token_seconds,
             session["audio"],
             mask,
             embed,
-            speaker_voices(enrolled or {}),
+            voices,
+            count,
+            count,
             thresholds=thresholds,
             embed_windows=embed_windows,
         )
@@ -241,6 +272,7 @@ def evaluate(
     ctc_weight: float | None = None,
     speaker_weight: float | None = None,
     relabel: bool = True,
+    oracle: bool = False,
 ) -> dict:
     model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = SpeakerLMProcessor.from_pretrained(model_dir)
@@ -273,6 +305,19 @@ def evaluate(
             sessions, registered, texts, placements, processor.audio_token_seconds, embed, thresholds, windows
         )
         elapsed = time.perf_counter() - began
+        if oracle and embed is not None and mode in ORACLES:
+            known = timed_turns(
+                sessions,
+                registered,
+                texts,
+                placements,
+                processor.audio_token_seconds,
+                embed,
+                thresholds,
+                windows,
+                oracle=ORACLES[mode],
+            )
+            results.setdefault("oracle", {})[mode] = score(sessions, known, mode)
         results[mode] = {
             "all": score(sessions, hypotheses, mode),
             "continuation": score(sessions, hypotheses, mode, lambda s: has_continuation(s["turns"])),
@@ -311,6 +356,13 @@ def format_results(results: dict) -> str:
                 f"{mode:<8} {subset:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} {100 * attributed:>11.2f} "
                 f"{100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}{timed}"
             )
+    for mode, r in results.get("oracle", {}).items():
+        attributed = r.get("cpcer", r.get("sacer"))
+        delta = r.get("delta_cp", r.get("delta_sa"))
+        lines.append(
+            f"{mode:<8} {'told ' + ORACLES[mode]:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} "
+            f"{100 * attributed:>11.2f} {100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -349,6 +401,12 @@ def main(argv=None) -> int:
         help="keep the labels the model wrote (default: turns relabelled by voice, as the pipeline does)",
     )
     parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also score the decoded turns relabelled with the true number of speakers (No-Regist) "
+        "and with only the enrolled people present to choose from (Over-Regist): what guessing them costs",
+    )
+    parser.add_argument(
         "--output",
         default=None,
         help="JSON with the scores, every model transcript and the turns scored (timed, relabelled)",
@@ -367,6 +425,7 @@ def main(argv=None) -> int:
         args.ctc_weight,
         args.speaker_weight,
         not args.no_relabel,
+        args.oracle,
     )
     print(format_results(report["results"]))
     for mode in MODES:
