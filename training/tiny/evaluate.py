@@ -44,7 +44,7 @@ from speakerlm_hf.linking_speakerlm import (
 )
 from speakerlm_hf.metrics import diarization_error, score_sessions
 from speakerlm_hf.modeling_speakerlm import SpeakerLMForConditionalGeneration
-from speakerlm_hf.pipeline_speakerlm import aligned_turns, embed_speakers, speaker_voices
+from speakerlm_hf.pipeline_speakerlm import aligned_turns, embed_speakers, line_speaker, speaker_voices
 from speakerlm_hf.processing_speakerlm import SpeakerLMProcessor, parse_role_transcript
 from speakerlm_hf.segmentation_speakerlm import segment_recording
 
@@ -226,7 +226,7 @@ def timed_turns(
                 ]
                 lines = [
                     (f"{stand_in}:".encode(), *line[1:])
-                    if line is not None and line[0].decode("utf-8", "replace")[:-1].strip() in absent
+                    if line is not None and line_speaker(line) in absent
                     else line
                     for line in lines
                 ]

@@ -77,6 +77,11 @@ def _count(value: object, name: str) -> int | None:
     return value
 
 
+def line_speaker(line: tuple) -> str:
+    """The speaker label of an aligned line (`generation_speakerlm.aligned_lines`: its `label:` bytes first)."""
+    return line[0].decode("utf-8", "replace")[:-1].strip()
+
+
 def place_turns(
     turns: list[dict],
     lines: list | None,
@@ -95,7 +100,7 @@ def place_turns(
     if lines is None or len(lines) != len(turns):
         return False
     for turn, line in zip(turns, lines, strict=True):
-        if line is not None and line[0].decode("utf-8", "replace")[:-1].strip() != turn["speaker"]:
+        if line is not None and line_speaker(line) != turn["speaker"]:
             return False
     placed: list[dict] = []
     for turn, line in zip(turns, lines, strict=True):
@@ -584,4 +589,12 @@ class SpeakerLMPipeline(ChunkPipeline):
         return {"text": format_role_transcript(turns, timestamps), "turns": turns}
 
 
-__all__ = ["SpeakerLMPipeline", "TASK", "place_turns", "aligned_turns", "embed_speakers", "speaker_voices"]
+__all__ = [
+    "SpeakerLMPipeline",
+    "TASK",
+    "line_speaker",
+    "place_turns",
+    "aligned_turns",
+    "embed_speakers",
+    "speaker_voices",
+]
