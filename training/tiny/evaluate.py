@@ -349,21 +349,21 @@ def format_results(results: dict) -> str:
             r = results[mode][subset]
             if not r:
                 continue
-            attributed = r.get("cpcer", r.get("sacer"))
-            delta = r.get("delta_cp", r.get("delta_sa"))
             timed = f" {100 * r['tcpcer']:>9.2f} {100 * r['der']:>6.2f}" if r.get("der") is not None else ""
-            lines.append(
-                f"{mode:<8} {subset:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} {100 * attributed:>11.2f} "
-                f"{100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}{timed}"
-            )
+            lines.append(result_row(mode, subset, r) + timed)
     for mode, r in results.get("oracle", {}).items():
-        attributed = r.get("cpcer", r.get("sacer"))
-        delta = r.get("delta_cp", r.get("delta_sa"))
-        lines.append(
-            f"{mode:<8} {'told ' + ORACLES[mode]:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} "
-            f"{100 * attributed:>11.2f} {100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}"
-        )
+        lines.append(result_row(mode, f"told {ORACLES[mode]}", r))
     return "\n".join(lines)
+
+
+def result_row(mode: str, subset: str, r: dict) -> str:
+    """A `format_results` row up to the speaker count: mode, subset, sessions, CER, cp/saCER, Δ."""
+    attributed = r.get("cpcer", r.get("sacer"))
+    delta = r.get("delta_cp", r.get("delta_sa"))
+    return (
+        f"{mode:<8} {subset:<16} {r['sessions']:>4} {100 * r['cer']:>7.2f} {100 * attributed:>11.2f} "
+        f"{100 * delta:>6.2f} {100 * (r['speaker_count_accuracy'] or 0):>8.1f}"
+    )
 
 
 def main(argv=None) -> int:
