@@ -234,6 +234,9 @@ def test_crops_and_clips_stay_within_one_speaker():
         spoken = _sources([t for t, k in zip(turns, turn_labels, strict=True) if k == label])
         assert enrolled.isdisjoint(spoken)
         assert enrolled | spoken <= set(by_speaker[label].tolist())
+    _, _, short, short_labels = enrollment_turn_clips(data, rng, turn_seconds=(0.5, 1.0))
+    assert short_labels.tolist() == turn_labels.tolist()
+    assert all(second // 2 <= t.size <= second for t in short)
 
 
 def test_held_out_speakers_leave_the_train_set():
