@@ -41,6 +41,18 @@ recalibrate() {  # recalibrate NAME MODEL SPLIT...: WORK/MODEL's voice threshold
         --output "$WORK/voice-thresholds-$name.json" --apply
 }
 
+look_alike_extractor() {  # look_alike_extractor N FROM OUT DATA_SEED LR CROP_MIN CROP_MAX: WORK/FROM's
+    # speaker extractor continued for 300 steps of 64 crops in batches of look-alike speakers (hard
+    # negatives), saved as WORK/speaker_extractorN and put into a copy of WORK/FROM, WORK/OUT
+    local n=$1 from=$2 out=$3 seed=$4 lr=$5 min=$6 max=$7
+    step "speaker-extractor$n" "$WORK/speaker_extractor$n/model.safetensors" python -m training.tiny.speaker_extractor \
+        --corpus "$CORPUS" --out "$WORK/speaker_extractor$n" --steps 300 --batch-size 64 --crop-seconds "$min" "$max" \
+        --lr "$lr" --warmup-steps 20 --margin-warmup-steps 0 --prototypical-weight 1.0 --eval-every 100 \
+        --save-every 100 --threads 2 --init-from "$WORK/$from" --data-seed "$seed" --look-alike-group 4
+    step "$out" "$WORK/$out" python -m training.tiny.replace_extractor --model "$WORK/$from" \
+        --extractor "$WORK/speaker_extractor$n" --out "$WORK/$out"
+}
+
 stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
     local - n=$1 config=training/tiny/configs/stage$1.yaml previous
     set -f  # a data glob goes to the trainer as it is
@@ -188,12 +200,7 @@ step stage4n-avg "$WORK/stage4n-avg" speakerlm average "$WORK/stage4n-avg" "$WOR
 recalibrate 4n stage4n-avg 0.7 0.75 0.8
 # the extractor continued with batches of look-alike speakers (same espeak variant, another base
 # voice, close pitch) as hard negatives, put into the 4n average, its voice thresholds calibrated again
-step speaker-extractor4 "$WORK/speaker_extractor4/model.safetensors" python -m training.tiny.speaker_extractor \
-    --corpus "$CORPUS" --out "$WORK/speaker_extractor4" --steps 300 --batch-size 64 --crop-seconds 2.0 2.5 \
-    --lr 5e-4 --warmup-steps 20 --margin-warmup-steps 0 --prototypical-weight 1.0 --eval-every 100 \
-    --save-every 100 --threads 2 --init-from "$WORK/stage4n-avg" --data-seed 11 --look-alike-group 4
-step stage4n-x4 "$WORK/stage4n-x4" python -m training.tiny.replace_extractor --model "$WORK/stage4n-avg" \
-    --extractor "$WORK/speaker_extractor4" --out "$WORK/stage4n-x4"
+look_alike_extractor 4 stage4n-avg stage4n-x4 11 5e-4 2.0 2.5
 recalibrate x4 stage4n-x4 0.7 0.75 0.8
 # a fourth LLM round (as 4n) reading the new extractor's embeddings (its bank of train speakers
 # recomputed first), the average of its start and end, and its voice thresholds calibrated again
@@ -204,15 +211,13 @@ step stage4o-avg "$WORK/stage4o-avg" speakerlm average "$WORK/stage4o-avg" "$WOR
 recalibrate 4o stage4o-avg 0.65 0.7 0.75
 # the extractor continued (look-alike batches, as x4) on short crops, 0.5-2.5 s, the length of the
 # turns relabelling gets wrong most, put into the 4o average, its voice thresholds calibrated again
-step speaker-extractor5 "$WORK/speaker_extractor5/model.safetensors" python -m training.tiny.speaker_extractor \
-    --corpus "$CORPUS" --out "$WORK/speaker_extractor5" --steps 300 --batch-size 64 --crop-seconds 0.5 2.5 \
-    --lr 5e-4 --warmup-steps 20 --margin-warmup-steps 0 --prototypical-weight 1.0 --eval-every 100 \
-    --save-every 100 --threads 2 --init-from "$WORK/stage4o-avg" --data-seed 12 --look-alike-group 4
-step stage4o-x5 "$WORK/stage4o-x5" python -m training.tiny.replace_extractor --model "$WORK/stage4o-avg" \
-    --extractor "$WORK/speaker_extractor5" --out "$WORK/stage4o-x5"
+look_alike_extractor 5 stage4o-avg stage4o-x5 12 5e-4 0.5 2.5
 recalibrate x5 stage4o-x5 0.65 0.7 0.75
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4o-x5" \
+# continued again on new crops of 0.5-2.0 s at a lower peak, its voice thresholds calibrated again
+look_alike_extractor 6 stage4o-x5 stage4o-x6 13 3e-4 0.5 2.0
+recalibrate x6 stage4o-x6 0.65 0.7 0.75
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4o-x6" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4o-x5" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4o-x6" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
