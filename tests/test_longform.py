@@ -296,6 +296,28 @@ def test_cluster_embeddings_honours_groups_bounds_and_short_clips():
     assert cluster_embeddings(odd, groups, threshold=0.5).tolist() == [0, 1, 0, 2, 1, 0, 3, 1]
     weak = cluster_embeddings(odd, groups, [5, 5, 5, 5, 5, 5, 0.3, 5], threshold=0.5)
     assert weak[:6].tolist() == labels[:6].tolist() and weak[7] == 1 and weak[6] in (0, 2)
+    # With a short threshold, a short clip unlike every cluster starts its own, if it has at least
+    # MIN_CLIP_SECONDS of audio and the bound allows one more; a clip like a cluster still joins it.
+    apart = [5, 5, 5, 5, 5, 5, 0.7, 5]
+    assert cluster_embeddings(odd, groups, apart, threshold=0.5, short_threshold=0.3).tolist() == [
+        0, 1, 0, 2, 1, 0, 3, 1
+    ]  # fmt: skip
+    assert (
+        cluster_embeddings(odd, groups, apart, threshold=0.5, short_threshold=-1.0).tolist() == weak.tolist()
+    )
+    assert (
+        cluster_embeddings(vectors, groups, apart, threshold=0.5, short_threshold=0.3).tolist()
+        == labels.tolist()
+    )
+    tiny = cluster_embeddings(odd, groups, [5, 5, 5, 5, 5, 5, 0.3, 5], threshold=0.5, short_threshold=0.3)
+    assert tiny.tolist() == weak.tolist()
+    bounded = cluster_embeddings(odd, groups, apart, threshold=0.5, max_clusters=3, short_threshold=0.3)
+    assert bounded.tolist() == weak.tolist()
+    # short clips are placed longest first: the longer one founds the cluster the shorter one joins
+    pair = np.stack([centres[0], centres[0], -centres[0], -centres[0] + 0.1 * centres[1]])
+    assert cluster_embeddings(pair, [0, 1, 2, 3], [5, 5, 0.6, 0.9], 0.5, short_threshold=0.3).tolist() == [
+        0, 0, 1, 1
+    ]  # fmt: skip
     assert speaker_bounds(4, None, None, registered_found=1) == (3, 3)
     assert speaker_bounds(None, 2, 5, registered_found=0) == (2, 5)
     assert speaker_bounds(None, None, 1, registered_found=2) == (1, 1)

@@ -83,6 +83,42 @@ def test_relabelling_uses_the_thresholds_it_is_given():
     assert relabel(relabel=0.75, registered=0.3) == ["spk0", "spk1", "spk2"]
 
 
+def test_a_short_turn_unlike_the_others_is_a_speaker_of_its_own_under_the_short_threshold():
+    """Turns of 3 s, 0.7 s and 3 s: the short one's voice is 0.2 like the others' (which are one
+    speaker). It joins them by default, and is someone else under a `short` threshold above 0.2."""
+    rate = 16000
+    levels = [(1.0, 3.0), (2.0, 0.7), (1.0, 3.0)]
+    waveform = np.concatenate(
+        [np.full(int(seconds * rate), level, dtype=np.float32) for level, seconds in levels]
+    )
+    voices = {1: [1.0, 0.0], 2: [0.2, np.sqrt(1 - 0.2**2)]}
+
+    def embed(clips):
+        return np.stack([voices[round(float(clip.mean()))] for clip in clips])
+
+    turns = [{"speaker": "spk0", "text": word} for word in ("one", "two", "three")]
+    # audio tokens of 50 ms, each line well inside its stretch (padding 0.1 s)
+    lines = [(b"spk0:", 2, 55), (b"spk0:", 63, 70), (b"spk0:", 78, 130)]
+
+    def relabel(**thresholds):
+        placed, ok = aligned_turns(
+            [dict(t) for t in turns],
+            lines,
+            0.05,
+            waveform,
+            None,
+            embed,
+            thresholds=VoiceThresholds(**thresholds),
+        )
+        assert ok
+        return [(t["speaker"], t["text"]) for t in placed]
+
+    one_speaker = [("spk0", "one"), ("spk0", "two"), ("spk0", "three")]
+    assert relabel(relabel=0.75) == one_speaker
+    assert relabel(relabel=0.75, short=0.1) == one_speaker
+    assert relabel(relabel=0.75, short=0.3) == [("spk0", "one"), ("spk1", "two"), ("spk0", "three")]
+
+
 def test_memoized_embedder_embeds_each_distinct_clip_once():
     seen = []
 
@@ -138,6 +174,7 @@ def test_tuning_keeps_the_current_value_on_ties_and_writes_the_config_whole(tmp_
         "relabel": 0.65,
         "registered": 0.2,
         "split": -1.0,
+        "short": -1.0,
     }
     before.pop("voice_thresholds", None)
     assert after == before
@@ -156,7 +193,8 @@ def test_tuning_scores_the_grid_on_held_out_sessions_and_applies_the_choice(tmp_
     tune_voices(
         ["--model", str(model), "--data", str(meetings), "--first", "1", "--count", "2"]
         + ["--extra-speakers", "2", "--cluster", "0.5", "--relabel", "-1.0", "0.75"]
-        + ["--registered", "0.3", "--split", "-1.0", "0.5", "--output", str(report_path), "--apply"]
+        + ["--registered", "0.3", "--split", "-1.0", "0.5", "--short", "-1.0", "0.3"]
+        + ["--output", str(report_path), "--apply"]
     )
     report = json.loads(report_path.read_text())
     assert report["sessions"] == [1, 3]
@@ -167,11 +205,18 @@ def test_tuning_scores_the_grid_on_held_out_sessions_and_applies_the_choice(tmp_
 
     assert [entry["split"] for entry in report["split"]] == [-1.0, 0.5]
     assert chosen["split"] == nearest_best({e["split"]: e["mean_rate"] for e in report["split"]}, "split")
-    scores = {e["relabel"]: e["cpcer"] for e in report["no_regist"] if e["split"] == chosen["split"]}
-    assert set(scores) == {-1.0, 0.75} and len(report["no_regist"]) == 4
+    scores = {
+        (e["relabel"], e["short"]): e["cpcer"] for e in report["no_regist"] if e["split"] == chosen["split"]
+    }
+    assert set(scores) == {(-1.0, -1.0), (-1.0, 0.3), (0.75, -1.0), (0.75, 0.3)}
+    assert len(report["no_regist"]) == 8
     # every turn one speaker (relabel -1) cannot beat voices kept apart on meetings of 2+ speakers
-    assert scores[-1.0] >= scores[0.75]
+    assert scores[(-1.0, -1.0)] >= scores[(0.75, -1.0)]
     assert sorted((e["registered"], e["split"]) for e in report["registered"]) == [(0.3, -1.0), (0.3, 0.5)]
-    assert chosen["relabel"] == nearest_best(scores, "relabel")
+    best = min(
+        scores,
+        key=lambda k: (round(scores[k], 6), abs(k[0] - current["relabel"]) + abs(k[1] - current["short"])),
+    )
+    assert (chosen["relabel"], chosen["short"]) == best
     config = json.loads((model / "config.json").read_text())
     assert config["voice_thresholds"] == chosen

@@ -58,6 +58,10 @@ MIN_SPLIT_SECONDS = 1.5
 SPLIT_CONTEXT_SECONDS = 3.0
 REGISTERED_SHARPNESS = 20.0
 MIN_REGISTERED_SIMILARITY = 0.3
+# An anonymous turn of under RELIABLE_SECONDS (at least MIN_CLIP_SECONDS) whose voice is less
+# similar than this to every speaker of the longer turns is someone else (`relabel_turns`); -1, the
+# default, always lets it join one (the cosine depends on the extractor, as `split`'s).
+SHORT_THRESHOLD = -1.0
 
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 # (clip, window centres in seconds, window seconds) -> (windows, embedding): windows of one clip
@@ -79,6 +83,8 @@ class VoiceThresholds:
         this (`split_turns`; -1 never cuts).
     registered: a turn the model gave a registered name whose best registered speaker is under
         this is taken for someone not registered.
+    short: an anonymous turn of under a second (`RELIABLE_SECONDS`) whose voice is less similar
+        than this to every speaker the longer turns make is a speaker of its own (-1 never).
     """
 
     cluster: float = DEFAULT_THRESHOLD
@@ -86,6 +92,7 @@ class VoiceThresholds:
     relabel: float = RELABEL_THRESHOLD
     registered: float = MIN_REGISTERED_SIMILARITY
     split: float = SPLIT_THRESHOLD
+    short: float = SHORT_THRESHOLD
 
     def __post_init__(self):
         for key, value in voice_threshold_settings(self.to_dict()).items():
@@ -420,6 +427,7 @@ def relabel_turns(
     min_speakers: int | None = None,
     max_speakers: int | None = None,
     min_registered_similarity: float = MIN_REGISTERED_SIMILARITY,
+    short_threshold: float = SHORT_THRESHOLD,
 ) -> list[dict]:
     """A segment's timed turns with the speakers their voices (`turn_embeddings`) say, touching turns
     of one speaker then joined (`join_touching`).
@@ -427,7 +435,8 @@ def relabel_turns(
     Turns the model gave a registered name are assigned among the `registered` speakers' raw
     embeddings (`registered_assignment`); one whose best match is under `min_registered_similarity`
     joins the anonymous turns. The anonymous turns are clustered (`cluster_embeddings`, average
-    linkage above `threshold`) and named `spk0`, `spk1`, ... in order of first appearance;
+    linkage above `threshold`; a turn of under a second starts a speaker of its own when no other
+    is `short_threshold` similar to it) and named `spk0`, `spk1`, ... in order of first appearance;
     `min_speakers` / `max_speakers` count everyone, the registered speakers found included."""
     if not turns:
         return []
@@ -450,7 +459,13 @@ def relabel_turns(
         found = len({label for label in labels if label is not None})
         lower, upper = speaker_bounds(None, min_speakers, max_speakers, found)
         clusters = cluster_embeddings(
-            vectors[anonymous], list(range(len(anonymous))), seconds[anonymous], threshold, lower, upper
+            vectors[anonymous],
+            list(range(len(anonymous))),
+            seconds[anonymous],
+            threshold,
+            lower,
+            upper,
+            short_threshold=short_threshold,
         )
         for number, cluster in zip(anonymous, clusters.tolist(), strict=True):
             labels[number] = f"spk{cluster}"
@@ -465,6 +480,7 @@ def cluster_embeddings(
     min_clusters: int = 1,
     max_clusters: int | None = None,
     reliable_duration: float = RELIABLE_SECONDS,
+    short_threshold: float | None = None,
 ) -> np.ndarray:
     """Cluster ids (0, 1, ... in order of first item) of embeddings, none sharing a cluster with its group.
 
@@ -473,7 +489,10 @@ def cluster_embeddings(
     pair is at least `threshold` similar and more than `min_clusters` remain, and past the
     threshold while more than `max_clusters` remain. Pairs with members of one group are never
     merged, so a bound may be missed when a group has more members than it allows. Shorter
-    embeddings then join the most similar cluster that has no member of their group, or start one.
+    embeddings then join, longest first, the most similar cluster that has no member of their
+    group, or start one: when there is none, or (with `short_threshold`, for one of at least
+    MIN_CLIP_SECONDS while fewer than `max_clusters` exist) when the most similar is less similar
+    than `short_threshold`.
     """
     vectors = unit_rows(embeddings)
     count = vectors.shape[0]
@@ -517,12 +536,19 @@ def cluster_embeddings(
     groups_of = [set(groups[m].tolist()) for m in members]
     found = [(members[k], groups_of[k]) for k in np.flatnonzero(alive)]
 
-    for item in np.flatnonzero(~strong):
+    short = np.flatnonzero(~strong)
+    for item in short[np.argsort(-weights[short], kind="stable")]:
         allowed = [k for k, (_, seen) in enumerate(found) if groups[item] not in seen]
-        if not allowed:
+        scores_of = [np.average(similarity[item, found[k][0]], weights=weights[found[k][0]]) for k in allowed]
+        apart = (
+            short_threshold is not None
+            and weights[item] >= MIN_CLIP_SECONDS
+            and len(found) < upper
+            and max(scores_of, default=-math.inf) < short_threshold
+        )
+        if not allowed or apart:
             found.append(([int(item)], {groups[item]}))
             continue
-        scores_of = [np.average(similarity[item, found[k][0]], weights=weights[found[k][0]]) for k in allowed]
         chosen = allowed[int(np.argmax(scores_of))]
         found[chosen][0].append(int(item))
         found[chosen][1].add(groups[item])

@@ -30,14 +30,16 @@ step() {  # step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists, and r
     printf '%s\t%d\n' "$name" $((SECONDS - began)) >>"$TIMES"
 }
 
-recalibrate() {  # recalibrate NAME MODEL SPLIT...: WORK/MODEL's voice thresholds calibrated again
-    # on held-out sessions 100-149 (the evaluation scores 0-99): cluster 0.5 and registered 0.1 kept,
-    # relabel and split chosen from their grids, written into the model
-    local name=$1 model=$2
+recalibrate() {  # [RELABEL=...] [SHORT=...] recalibrate NAME MODEL SPLIT...: WORK/MODEL's voice
+    # thresholds calibrated again on held-out sessions 100-149 (the evaluation scores 0-99): cluster
+    # 0.5 and registered 0.1 kept, relabel (grid RELABEL, default 0.65 0.7 0.75), split and short
+    # (grid SHORT, default the model's own) chosen, written into the model
+    local name=$1 model=$2 relabel=(${RELABEL:-0.65 0.7 0.75}) short=()
+    [ -n "${SHORT:-}" ] && short=(--short $SHORT)
     shift 2
     step "voice-thresholds-$name" "$WORK/voice-thresholds-$name.json" python -m training.tiny.tune_voices \
         --model "$WORK/$model" --data "$WORK/meetings-test" --first 100 --count 50 --cluster 0.5 \
-        --relabel 0.65 0.7 0.75 --registered 0.1 --split "$@" \
+        --relabel "${relabel[@]}" --registered 0.1 --split "$@" "${short[@]}" \
         --output "$WORK/voice-thresholds-$name.json" --apply
 }
 
@@ -80,6 +82,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4m) echo "--train_data $WORK/meetings-acoustic9/data/train-*.parquet" ;;
             4n) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             4o) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x4.safetensors" ;;
+            4p) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -216,8 +219,16 @@ recalibrate x5 stage4o-x5 0.65 0.7 0.75
 # continued again on new crops of 0.5-2.0 s at a lower peak, its voice thresholds calibrated again
 look_alike_extractor 6 stage4o-x5 stage4o-x6 13 3e-4 0.5 2.0
 recalibrate x6 stage4o-x6 0.65 0.7 0.75
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4o-x6" \
+# a fifth LLM round (as 4o) reading the x6 extractor's embeddings (its bank of train speakers
+# recomputed first), the average of its start and end, and its voice thresholds calibrated again,
+# now with the short-turn threshold
+step speaker-bank6 "$WORK/bank-meetings-x6.safetensors" python -m training.tiny.speaker_bank --corpus "$CORPUS" \
+    --model "$WORK/stage4o-x6" --out "$WORK/bank-meetings-x6.safetensors" --corpus-name synthetic-meetings
+step stage4p "$WORK/stage4p/final" stage 4p
+step stage4p-avg "$WORK/stage4p-avg" speakerlm average "$WORK/stage4p-avg" "$WORK/stage4o-x6" "$WORK/stage4p/final"
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" recalibrate 4p stage4p-avg 0.6 0.65 0.7
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4p-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4o-x6" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4p-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

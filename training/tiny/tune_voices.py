@@ -8,9 +8,10 @@ retrained or swapped extractor spreads the same voices over other cosines, and t
 for the old one then split or merge speakers. This scores a grid of thresholds on held-out
 sessions that the reported evaluation does not use (`--first`: the evaluation takes the first
 100), as `training.tiny.evaluate` scores them, and picks:
-- `cluster` (the recording's voices clustered while decoding without registration) and `relabel`
-  (anonymous turns clustered by voice) by No-Regist cpCER: each `cluster` value decodes the
-  sessions again, `relabel` only re-scores the decoded turns;
+- `cluster` (the recording's voices clustered while decoding without registration), `relabel`
+  (anonymous turns clustered by voice) and `short` (when a turn of under a second is a speaker of
+  its own, `--short`) by No-Regist cpCER: each `cluster` value decodes the sessions again,
+  `relabel` and `short` only re-score the decoded turns;
 - `registered` (the least similarity for a registered name) by the mean of Match- and
   Over-Regist saCER, on one decode of each;
 - `split` (where a turn is cut because its voice changes, `--split`), first, by the mean of the
@@ -118,6 +119,7 @@ def tune(
     relabels: list[float],
     registereds: list[float],
     splits: list[float] | None = None,
+    shorts: list[float] | None = None,
     seed: int = 0,
     batch_size: int = 8,
     max_new_tokens: int = 400,
@@ -127,6 +129,7 @@ def tune(
     processor.match_model(model.config)
     current = VoiceThresholds.from_config(model.config)
     splits = list(splits) if splits else [current.split]
+    shorts = list(shorts) if shorts else [current.short]
     pool = load_sessions(data, "test", None)
     sessions = pool[first : first + count]
     if not sessions:
@@ -149,19 +152,29 @@ def tune(
         decoded = decode("no", replace(current, cluster=cluster))
         for relabel in relabels:
             for split in splits:
-                thresholds = replace(current, cluster=cluster, relabel=relabel, split=split)
-                turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows, masks)
-                no_regist[(cluster, relabel, split)] = score(sessions, turns, "no")
-                print(
-                    f"no-regist cluster {cluster:.2f} relabel {relabel:.2f} split {split:.2f}: "
-                    f"cpCER {100 * no_regist[(cluster, relabel, split)]['cpcer']:.2f}%",
-                    flush=True,
-                )
+                for short in shorts:
+                    key = (cluster, relabel, split, short)
+                    thresholds = replace(current, cluster=cluster, relabel=relabel, split=split, short=short)
+                    turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows, masks)
+                    no_regist[key] = score(sessions, turns, "no")
+                    print(
+                        f"no-regist cluster {cluster:.2f} relabel {relabel:.2f} split {split:.2f} "
+                        f"short {short:.2f}: cpCER {100 * no_regist[key]['cpcer']:.2f}%",
+                        flush=True,
+                    )
+    # the registered modes' anonymous turns take, at each split, No-Regist's best `short`
+    short_at = {
+        split: best_value(
+            {(c, r, h): result["cpcer"] for (c, r, s, h), result in no_regist.items() if s == split},
+            (current.cluster, current.relabel, current.short),
+        )[2]
+        for split in splits
+    }
     registered_scores = {(value, split): {} for value in registereds for split in splits}
     for mode in ("match", "over"):
         decoded = decode(mode, current)
         for value, split in registered_scores:
-            thresholds = replace(current, registered=value, split=split)
+            thresholds = replace(current, registered=value, split=split, short=short_at[split])
             turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows, masks)
             registered_scores[(value, split)][mode] = score(sessions, turns, mode)
             print(
@@ -176,25 +189,27 @@ def tune(
     }
     by_split = {}
     for split in splits:
-        no_best = min(r["cpcer"] for (_, _, s), r in no_regist.items() if s == split)
+        no_best = min(r["cpcer"] for (_, _, s, _), r in no_regist.items() if s == split)
         registered_best = min(rate for (_, s), rate in registered_means.items() if s == split)
         by_split[split] = (no_best + 2 * registered_best) / 3
     split = best_value(by_split, current.split)
-    cluster, relabel = best_value(
-        {(c, r): result["cpcer"] for (c, r, s), result in no_regist.items() if s == split},
-        (current.cluster, current.relabel),
+    cluster, relabel, short = best_value(
+        {(c, r, h): result["cpcer"] for (c, r, s, h), result in no_regist.items() if s == split},
+        (current.cluster, current.relabel, current.short),
     )
     registered = best_value(
         {v: rate for (v, s), rate in registered_means.items() if s == split}, current.registered
     )
-    chosen = replace(current, cluster=cluster, relabel=relabel, registered=registered, split=split)
+    chosen = replace(
+        current, cluster=cluster, relabel=relabel, registered=registered, split=split, short=short
+    )
     return {
         "sessions": [first, first + len(sessions)],
         "current": current.to_dict(),
         "chosen": chosen.to_dict(),
         "no_regist": [
-            {"cluster": c, "relabel": r, "split": s, **result}
-            for (c, r, s), result in sorted(no_regist.items())
+            {"cluster": c, "relabel": r, "split": s, "short": h, **result}
+            for (c, r, s, h), result in sorted(no_regist.items())
         ],
         "registered": [
             {"registered": v, "split": s, **result} for (v, s), result in sorted(registered_scores.items())
@@ -224,6 +239,13 @@ def main(argv=None) -> int:
         default=None,
         help="split thresholds to try (default: the model's own; -1 never cuts a turn)",
     )
+    parser.add_argument(
+        "--short",
+        type=float,
+        nargs="+",
+        default=None,
+        help="short-turn thresholds to try (default: the model's own; -1 lets every short turn join a speaker)",
+    )
     parser.add_argument("--output", default=None, help="JSON with every score")
     parser.add_argument("--apply", action="store_true", help="write the chosen thresholds into the model")
     args = parser.parse_args(argv)
@@ -237,6 +259,7 @@ def main(argv=None) -> int:
         args.relabel,
         args.registered,
         args.split,
+        args.short,
     )
     print(f"current {report['current']}\nchosen  {report['chosen']}")
     if args.output:

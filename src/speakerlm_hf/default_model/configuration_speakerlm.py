@@ -57,7 +57,7 @@ def spec_augment_settings(settings: dict, input_size: int) -> dict:
 
 
 # What `config.voice_thresholds` may hold (see `linking_speakerlm.VoiceThresholds`).
-VOICE_THRESHOLD_KEYS = ("cluster", "link", "relabel", "registered", "split")
+VOICE_THRESHOLD_KEYS = ("cluster", "link", "relabel", "registered", "split", "short")
 
 
 def voice_threshold_settings(settings) -> dict[str, float]:
@@ -137,7 +137,7 @@ class SpeakerLMConfig(PreTrainedConfig):
             and `max_time_width` (frames); missing keys take `SPEC_AUGMENT_DEFAULTS`. Never applied
             at inference.
         voice_thresholds: None, or the cosine similarities at which the speaker extractor's voices
-            count as one speaker (`cluster`, `link`, `relabel`, `registered`, `split`; see
+            count as one speaker (`cluster`, `link`, `relabel`, `registered`, `split`, `short`; see
             `linking_speakerlm.VoiceThresholds`), calibrated for this model's extractor; missing keys
             take the defaults.
         lora: None, or the settings of LoRA adapters the LLM carries unmerged (`r`, `alpha`,

@@ -210,6 +210,7 @@ def aligned_turns(
             min_speakers=min_speakers,
             max_speakers=max_speakers,
             min_registered_similarity=thresholds.registered,
+            short_threshold=thresholds.short,
         )
     return turns, True
 
