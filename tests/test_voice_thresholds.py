@@ -45,18 +45,44 @@ def test_voice_thresholds_travel_with_the_config(tmp_path):
     assert DEFAULT_VOICE_THRESHOLDS.relabel == RELABEL_THRESHOLD
 
 
-def test_relabelling_uses_the_thresholds_it_is_given():
-    """Two anonymous turns whose voices are 0.6 alike: one speaker under a relabel threshold of 0.5,
-    two under 0.75; a named turn 0.25 like its enrollment keeps the name only under a `registered`
-    threshold below that."""
-    rate = 16000
-    # three stretches of 3 s, told apart by their level
-    waveform = np.concatenate([np.full(3 * rate, level, dtype=np.float32) for level in (1.0, 2.0, 3.0)])
-    voices = {1: [1.0, 0.0, 0.0], 2: [0.6, 0.8, 0.0], 3: [0.0, 0.25, np.sqrt(1 - 0.25**2)]}
+def stretches(levels: list[tuple[float, float]], voices: dict) -> tuple[np.ndarray, object]:
+    """A waveform of constant (level, seconds) stretches at 16 kHz, and an embedder that gives a
+    clip the voice of its (rounded) mean level."""
+    waveform = np.concatenate(
+        [np.full(int(seconds * 16000), level, dtype=np.float32) for level, seconds in levels]
+    )
 
     def embed(clips):
         return np.stack([voices[round(float(clip.mean()))] for clip in clips])
 
+    return waveform, embed
+
+
+def relabelled(
+    turns, lines, token_seconds, waveform, embed, voices=None, **thresholds
+) -> list[tuple[str, str]]:
+    """(speaker, text) of the turns placed by `lines` and relabelled by voice with `thresholds`."""
+    placed, ok = aligned_turns(
+        [dict(t) for t in turns],
+        lines,
+        token_seconds,
+        waveform,
+        None,
+        embed,
+        voices,
+        thresholds=VoiceThresholds(**thresholds),
+    )
+    assert ok
+    return [(t["speaker"], t["text"]) for t in placed]
+
+
+def test_relabelling_uses_the_thresholds_it_is_given():
+    """Two anonymous turns whose voices are 0.6 alike: one speaker under a relabel threshold of 0.5,
+    two under 0.75; a named turn 0.25 like its enrollment keeps the name only under a `registered`
+    threshold below that."""
+    # three stretches of 3 s, told apart by their level
+    voices = {1: [1.0, 0.0, 0.0], 2: [0.6, 0.8, 0.0], 3: [0.0, 0.25, np.sqrt(1 - 0.25**2)]}
+    waveform, embed = stretches([(1.0, 3.0), (2.0, 3.0), (3.0, 3.0)], voices)
     turns = [
         {"speaker": "spk0", "text": "one"},
         {"speaker": "spk1", "text": "two"},
@@ -65,18 +91,10 @@ def test_relabelling_uses_the_thresholds_it_is_given():
     lines = [(b"spk0:", 5, 40), (b"spk1:", 55, 90), (b"Ann:", 105, 140)]  # audio tokens of 60 ms
 
     def relabel(**thresholds):
-        placed, ok = aligned_turns(
-            [dict(t) for t in turns],
-            lines,
-            0.06,
-            waveform,
-            None,
-            embed,
-            {"Ann": np.array([0.0, 1.0, 0.0])},
-            thresholds=VoiceThresholds(**thresholds),
-        )
-        assert ok
-        return [t["speaker"] for t in placed]
+        enrolled = {"Ann": np.array([0.0, 1.0, 0.0])}
+        return [
+            speaker for speaker, _ in relabelled(turns, lines, 0.06, waveform, embed, enrolled, **thresholds)
+        ]
 
     assert relabel(relabel=0.5, registered=0.2) == ["spk0", "spk0", "Ann"]
     assert relabel(relabel=0.75, registered=0.2) == ["spk0", "spk1", "Ann"]
@@ -86,32 +104,14 @@ def test_relabelling_uses_the_thresholds_it_is_given():
 def test_a_short_turn_unlike_the_others_is_a_speaker_of_its_own_under_the_short_threshold():
     """Turns of 3 s, 0.7 s and 3 s: the short one's voice is 0.2 like the others' (which are one
     speaker). It joins them by default, and is someone else under a `short` threshold above 0.2."""
-    rate = 16000
-    levels = [(1.0, 3.0), (2.0, 0.7), (1.0, 3.0)]
-    waveform = np.concatenate(
-        [np.full(int(seconds * rate), level, dtype=np.float32) for level, seconds in levels]
-    )
     voices = {1: [1.0, 0.0], 2: [0.2, np.sqrt(1 - 0.2**2)]}
-
-    def embed(clips):
-        return np.stack([voices[round(float(clip.mean()))] for clip in clips])
-
+    waveform, embed = stretches([(1.0, 3.0), (2.0, 0.7), (1.0, 3.0)], voices)
     turns = [{"speaker": "spk0", "text": word} for word in ("one", "two", "three")]
     # audio tokens of 50 ms, each line well inside its stretch (padding 0.1 s)
     lines = [(b"spk0:", 2, 55), (b"spk0:", 63, 70), (b"spk0:", 78, 130)]
 
     def relabel(**thresholds):
-        placed, ok = aligned_turns(
-            [dict(t) for t in turns],
-            lines,
-            0.05,
-            waveform,
-            None,
-            embed,
-            thresholds=VoiceThresholds(**thresholds),
-        )
-        assert ok
-        return [(t["speaker"], t["text"]) for t in placed]
+        return relabelled(turns, lines, 0.05, waveform, embed, **thresholds)
 
     one_speaker = [("spk0", "one"), ("spk0", "two"), ("spk0", "three")]
     assert relabel(relabel=0.75) == one_speaker
