@@ -162,19 +162,20 @@ def tune(
                         f"short {short:.2f}: cpCER {100 * no_regist[key]['cpcer']:.2f}%",
                         flush=True,
                     )
-    # the registered modes' anonymous turns take, at each split, No-Regist's best `short`
-    short_at = {
+    # No-Regist's best (cluster, relabel, short) at each split; the registered modes' anonymous
+    # turns take its `short`
+    no_regist_best = {
         split: best_value(
             {(c, r, h): result["cpcer"] for (c, r, s, h), result in no_regist.items() if s == split},
             (current.cluster, current.relabel, current.short),
-        )[2]
+        )
         for split in splits
     }
     registered_scores = {(value, split): {} for value in registereds for split in splits}
     for mode in ("match", "over"):
         decoded = decode(mode, current)
         for value, split in registered_scores:
-            thresholds = replace(current, registered=value, split=split, short=short_at[split])
+            thresholds = replace(current, registered=value, split=split, short=no_regist_best[split][2])
             turns = timed_turns(sessions, *decoded, token_seconds, embed, thresholds, windows, masks)
             registered_scores[(value, split)][mode] = score(sessions, turns, mode)
             print(
@@ -193,10 +194,7 @@ def tune(
         registered_best = min(rate for (_, s), rate in registered_means.items() if s == split)
         by_split[split] = (no_best + 2 * registered_best) / 3
     split = best_value(by_split, current.split)
-    cluster, relabel, short = best_value(
-        {(c, r, h): result["cpcer"] for (c, r, s, h), result in no_regist.items() if s == split},
-        (current.cluster, current.relabel, current.short),
-    )
+    cluster, relabel, short = no_regist_best[split]
     registered = best_value(
         {v: rate for (v, s), rate in registered_means.items() if s == split}, current.registered
     )
