@@ -43,6 +43,15 @@ recalibrate() {  # [RELABEL=...] [SHORT=...] recalibrate NAME MODEL SPLIT...: WO
         --output "$WORK/voice-thresholds-$name.json" --apply
 }
 
+fresh_meetings() {  # fresh_meetings N SEED: 3,200 newly rendered train meetings over the corpus's train
+    # speakers and 3,200 generated voice variants, each played at a speed drawn from 0.9-1.1, as
+    # WORK/meetings-acousticN
+    local n=$1 seed=$2
+    step meetings-acoustic$n "$WORK/meetings-acoustic$n/train-patterns.json" python -m training.tiny.meetings \
+        --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic$n" --seed "$seed" \
+        --workers 2 --random-voices 3200
+}
+
 look_alike_extractor() {  # look_alike_extractor N FROM OUT DATA_SEED LR CROP_MIN CROP_MAX: WORK/FROM's
     # speaker extractor continued for 300 steps of 64 crops in batches of look-alike speakers (hard
     # negatives), saved as WORK/speaker_extractorN and put into a copy of WORK/FROM, WORK/OUT
@@ -83,6 +92,10 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
             4n) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
             4o) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x4.safetensors" ;;
             4p) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
+            4q) echo "--train_data $WORK/meetings-acoustic10/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
+            4r) echo "--train_data $WORK/meetings-acoustic11/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
+            4s) echo "--train_data $WORK/meetings-acoustic12/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
+            4t) echo "--train_data $WORK/meetings-acoustic13/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
             *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
         esac)
 }
@@ -137,17 +150,13 @@ step stage4h "$WORK/stage4h/final" stage 4h
 # the equal average of stage 4e-x2 and stage 4h (the round's start and end)
 step stage4h-avg "$WORK/stage4h-avg" speakerlm average "$WORK/stage4h-avg" "$WORK/stage4e-x2" "$WORK/stage4h/final"
 # a sixth acoustic round on new meetings whose speakers are mostly generated voice variants
-step meetings-acoustic6 "$WORK/meetings-acoustic6/train-patterns.json" python -m training.tiny.meetings \
-    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic6" --seed 7 --workers 2 \
-    --random-voices 3200
+fresh_meetings 6 7
 step stage4i "$WORK/stage4i/final" stage 4i
 # the equal average of the 4h average and stage 4i (the round's start and end)
 step stage4i-avg "$WORK/stage4i-avg" speakerlm average "$WORK/stage4i-avg" "$WORK/stage4h-avg" "$WORK/stage4i/final"
 # the frozen extractor trained further on the speech of rendered meetings (their noise and rooms, and
 # the generated voices) besides the corpus, then put back into the 4i average
-step meetings-acoustic7 "$WORK/meetings-acoustic7/train-patterns.json" python -m training.tiny.meetings \
-    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic7" --seed 8 --workers 2 \
-    --random-voices 3200
+fresh_meetings 7 8
 step speaker-extractor3 "$WORK/speaker_extractor3/model.safetensors" python -m training.tiny.speaker_extractor \
     --corpus "$CORPUS" --out "$WORK/speaker_extractor3" --meetings "$WORK/meetings-acoustic6" "$WORK/meetings-acoustic7" \
     --steps 500 --batch-size 64 --crop-seconds 2.0 2.5 --lr 1e-3 --warmup-steps 20 --margin-warmup-steps 0 \
@@ -179,9 +188,7 @@ step voice-split-4j "$WORK/voice-split-4j.json" python -m training.tiny.tune_voi
     --output "$WORK/voice-split-4j.json" --apply
 # a seventh acoustic round (audio encoder and projector on CTC alone) on new meetings, and the
 # average of its start and end (which keeps the start's config, voice thresholds included)
-step meetings-acoustic8 "$WORK/meetings-acoustic8/train-patterns.json" python -m training.tiny.meetings \
-    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic8" --seed 9 --workers 2 \
-    --random-voices 3200
+fresh_meetings 8 9
 step stage4k "$WORK/stage4k/final" stage 4k
 step stage4k-avg "$WORK/stage4k-avg" speakerlm average "$WORK/stage4k-avg" "$WORK/stage4j-avg" "$WORK/stage4k/final"
 # a second LLM round (as 4j) reading 4k's audio tokens, on the meetings of the last three acoustic
@@ -191,9 +198,7 @@ step stage4l-avg "$WORK/stage4l-avg" speakerlm average "$WORK/stage4l-avg" "$WOR
 recalibrate 4l stage4l-avg 0.65 0.7 0.75
 # an eighth acoustic round (as 4k) on new meetings, from the 4l average, and the average of its
 # start and end (the start's voice thresholds kept)
-step meetings-acoustic9 "$WORK/meetings-acoustic9/train-patterns.json" python -m training.tiny.meetings \
-    --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic9" --seed 10 --workers 2 \
-    --random-voices 3200
+fresh_meetings 9 10
 step stage4m "$WORK/stage4m/final" stage 4m
 step stage4m-avg "$WORK/stage4m-avg" speakerlm average "$WORK/stage4m-avg" "$WORK/stage4l-avg" "$WORK/stage4m/final"
 # a third LLM round (as 4l) reading 4m's audio tokens, on the meetings of the last four acoustic
@@ -227,8 +232,27 @@ step speaker-bank6 "$WORK/bank-meetings-x6.safetensors" python -m training.tiny.
 step stage4p "$WORK/stage4p/final" stage 4p
 step stage4p-avg "$WORK/stage4p-avg" speakerlm average "$WORK/stage4p-avg" "$WORK/stage4o-x6" "$WORK/stage4p/final"
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" recalibrate 4p stage4p-avg 0.6 0.65 0.7
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4p-avg" \
+# a sixth LLM round (as 4p, the x6 extractor kept) on 3,200 newly rendered meetings no stage has read,
+# the average of its start and end, and its voice thresholds calibrated again
+fresh_meetings 10 11
+step stage4q "$WORK/stage4q/final" stage 4q
+step stage4q-avg "$WORK/stage4q-avg" speakerlm average "$WORK/stage4q-avg" "$WORK/stage4p-avg" "$WORK/stage4q/final"
+SHORT="-1 0.3 0.4 0.5" recalibrate 4q stage4q-avg 0.65 0.7 0.75
+# the same round three times more, each on another 3,200 newly rendered meetings, from the last average
+fresh_meetings 11 12
+step stage4r "$WORK/stage4r/final" stage 4r
+step stage4r-avg "$WORK/stage4r-avg" speakerlm average "$WORK/stage4r-avg" "$WORK/stage4q-avg" "$WORK/stage4r/final"
+SHORT="-1 0.3 0.4 0.5" recalibrate 4r stage4r-avg 0.65 0.7 0.75
+fresh_meetings 12 13
+step stage4s "$WORK/stage4s/final" stage 4s
+step stage4s-avg "$WORK/stage4s-avg" speakerlm average "$WORK/stage4s-avg" "$WORK/stage4r-avg" "$WORK/stage4s/final"
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" recalibrate 4s stage4s-avg 0.6 0.65 0.7
+fresh_meetings 13 14
+step stage4t "$WORK/stage4t/final" stage 4t
+step stage4t-avg "$WORK/stage4t-avg" speakerlm average "$WORK/stage4t-avg" "$WORK/stage4s-avg" "$WORK/stage4t/final"
+SHORT="-1 0.3 0.4 0.5" recalibrate 4t stage4t-avg 0.65 0.7 0.75
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4t-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4p-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4t-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
