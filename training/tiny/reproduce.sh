@@ -73,31 +73,11 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
         echo "unknown stage $n: no $config starting from outputs/tiny/..." >&2
         return 1
     fi
-    python -m training.train "training/tiny/configs/stage$n.yaml" \
-        --model_name_or_path "$WORK/$previous" \
-        --output_dir "$WORK/stage$n" \
-        $(case $n in
-            1 | 1b | 1c) echo "--train_data $CORPUS/data --eval_data $CORPUS/data" ;;
-            2 | 2b | 2c) echo "--train_data $CORPUS/data --speaker_bank $WORK/bank-simulated.safetensors" ;;
-            4b) echo "--train_data $WORK/meetings-acoustic --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4c) echo "--train_data $WORK/meetings-acoustic,$WORK/meetings-acoustic2 --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4d) echo "--train_data $WORK/meetings-acoustic,$WORK/meetings-acoustic2,$WORK/meetings-acoustic3 --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4e) echo "--train_data $WORK/meetings-acoustic4/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4h) echo "--train_data $WORK/meetings-acoustic5/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4i) echo "--train_data $WORK/meetings-acoustic6/data/train-*.parquet --speaker_bank $WORK/bank-meetings.safetensors" ;;
-            4j) echo "--train_data $WORK/meetings-acoustic[67]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
-            4k) echo "--train_data $WORK/meetings-acoustic8/data/train-*.parquet" ;;
-            4l) echo "--train_data $WORK/meetings-acoustic[678]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
-            4m) echo "--train_data $WORK/meetings-acoustic9/data/train-*.parquet" ;;
-            4n) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x3.safetensors" ;;
-            4o) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x4.safetensors" ;;
-            4p) echo "--train_data $WORK/meetings-acoustic[6789]/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
-            4q) echo "--train_data $WORK/meetings-acoustic10/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
-            4r) echo "--train_data $WORK/meetings-acoustic11/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
-            4s) echo "--train_data $WORK/meetings-acoustic12/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
-            4t) echo "--train_data $WORK/meetings-acoustic13/data/train-*.parquet --speaker_bank $WORK/bank-meetings-x6.safetensors" ;;
-            *) echo "--train_data $WORK/meetings-train --speaker_bank $WORK/bank-meetings.safetensors" ;;
-        esac)
+    # Its data and speaker bank are the config's too (data/X and outputs/tiny/X are WORK/X here).
+    local paths
+    paths=$(sed -n -E 's#^(train_data|eval_data|speaker_bank): *(.*)$#--\1 \2#p' "$config" |
+        sed -E "s#(^| |,)(data|outputs/tiny)/#\1$WORK/#g")
+    python -m training.train "$config" --model_name_or_path "$WORK/$previous" --output_dir "$WORK/stage$n" $paths
 }
 
 step corpus "$CORPUS/manifest.json" python -m training.synthetic.corpus --out "$CORPUS" \
