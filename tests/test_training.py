@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -175,17 +174,36 @@ def run_training(arguments: list[str], **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "training.train", *arguments], cwd=REPO, env=env, **popen)
 
 
+# Runs the training entry point but kills its own process (SIGKILL, no clean-up) right after
+# the first checkpoint is complete: a crash at a known step, whatever the machine's speed.
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+from speakerlm_hf.trainer import SpeakerLMTrainer
+from training.train import main
+save = SpeakerLMTrainer._save_checkpoint
+def save_then_die(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+SpeakerLMTrainer._save_checkpoint = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_training_resumes_to_the_same_final_step(corpus, tmp_path):
     output = tmp_path / "stage1"
     arguments = stage_arguments(corpus, 1, corpus / "assembled", output, max_steps=6, save_steps=2)
-    process = run_training(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while latest_complete_checkpoint(output) is None and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, *arguments],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     first = latest_complete_checkpoint(output)
-    assert first is not None and not (output / "final").exists()
+    assert first is not None and first.endswith("checkpoint-2") and not (output / "final").exists()
     # A checkpoint whose saving was interrupted must never be resumed from.
     (output / "checkpoint-5").mkdir()
     (output / "checkpoint-5" / "model.safetensors").write_bytes(b"half written")
