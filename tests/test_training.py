@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -373,16 +374,21 @@ def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction():
     script = (root / "reproduce.sh").read_text()
     configs = sorted((root / "configs").glob("stage*.yaml"))
     assert configs
+    # `llm_round NAME FROM N ...` runs stage NAME from WORK/FROM and makes WORK/stageNAME-avg.
+    rounds = dict(re.findall(r"llm_round (\S+) (\S+) \d+ ", script))
     for path in configs:
         stage_args, training_args = parse_arguments([str(path)])
         name = path.stem.removeprefix("stage")
-        assert f"stage {name}\n" in script, f"{path.name} is not run by reproduce.sh"
-        # reproduce.sh starts each stage from the weights its config names; some step must make them.
         start = stage_args.model_name_or_path.removeprefix("outputs/tiny/")
         assert start != stage_args.model_name_or_path, f"{path.name} does not start from outputs/tiny/"
-        assert f'"$WORK/{start}"' in script, (
-            f"{path.name} starts from {start}, which reproduce.sh does not make"
-        )
+        if name in rounds:
+            assert rounds[name] == start, f"reproduce.sh runs {path.name} from {rounds[name]}, not {start}"
+        else:
+            assert f"stage {name}\n" in script, f"{path.name} is not run by reproduce.sh"
+        # reproduce.sh starts each stage from the weights its config names; some step must make them.
+        averaged = start.startswith("stage") and start.endswith("-avg") and start[5:-4] in rounds
+        made = averaged or f'"$WORK/{start}"' in script
+        assert made, f"{path.name} starts from {start}, which reproduce.sh does not make"
         assert stage_args.stage in (1, 2, 3, 4) and training_args.max_steps > 0
         overrides = json.loads(stage_args.model_config_overrides or "{}")
         unknown = [key for key in overrides if key not in SpeakerLMConfig.__annotations__]

@@ -52,6 +52,18 @@ fresh_meetings() {  # fresh_meetings N SEED: 3,200 newly rendered train meetings
         --workers 2 --random-voices 3200
 }
 
+llm_round() {  # [RELABEL=...] [SHORT=...] llm_round NAME FROM N SPLIT...: stage NAME from WORK/FROM on
+    # fresh_meetings N (seed N+1), the average of its start and end as WORK/stageNAME-avg, and that
+    # average's voice thresholds calibrated again (split grid SPLIT)
+    local name=$1 from=$2 n=$3
+    shift 3
+    fresh_meetings "$n" $((n + 1))
+    step "stage$name" "$WORK/stage$name/final" stage "$name"
+    step "stage$name-avg" "$WORK/stage$name-avg" speakerlm average "$WORK/stage$name-avg" "$WORK/$from" \
+        "$WORK/stage$name/final"
+    recalibrate "$name" "stage$name-avg" "$@"
+}
+
 look_alike_extractor() {  # look_alike_extractor N FROM OUT DATA_SEED LR CROP_MIN CROP_MAX: WORK/FROM's
     # speaker extractor continued for 300 steps of 64 crops in batches of look-alike speakers (hard
     # negatives), saved as WORK/speaker_extractorN and put into a copy of WORK/FROM, WORK/OUT
@@ -214,23 +226,11 @@ step stage4p-avg "$WORK/stage4p-avg" speakerlm average "$WORK/stage4p-avg" "$WOR
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" recalibrate 4p stage4p-avg 0.6 0.65 0.7
 # a sixth LLM round (as 4p, the x6 extractor kept) on 3,200 newly rendered meetings no stage has read,
 # the average of its start and end, and its voice thresholds calibrated again
-fresh_meetings 10 11
-step stage4q "$WORK/stage4q/final" stage 4q
-step stage4q-avg "$WORK/stage4q-avg" speakerlm average "$WORK/stage4q-avg" "$WORK/stage4p-avg" "$WORK/stage4q/final"
-SHORT="-1 0.3 0.4 0.5" recalibrate 4q stage4q-avg 0.65 0.7 0.75
+SHORT="-1 0.3 0.4 0.5" llm_round 4q stage4p-avg 10 0.65 0.7 0.75
 # the same round three times more, each on another 3,200 newly rendered meetings, from the last average
-fresh_meetings 11 12
-step stage4r "$WORK/stage4r/final" stage 4r
-step stage4r-avg "$WORK/stage4r-avg" speakerlm average "$WORK/stage4r-avg" "$WORK/stage4q-avg" "$WORK/stage4r/final"
-SHORT="-1 0.3 0.4 0.5" recalibrate 4r stage4r-avg 0.65 0.7 0.75
-fresh_meetings 12 13
-step stage4s "$WORK/stage4s/final" stage 4s
-step stage4s-avg "$WORK/stage4s-avg" speakerlm average "$WORK/stage4s-avg" "$WORK/stage4r-avg" "$WORK/stage4s/final"
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" recalibrate 4s stage4s-avg 0.6 0.65 0.7
-fresh_meetings 13 14
-step stage4t "$WORK/stage4t/final" stage 4t
-step stage4t-avg "$WORK/stage4t-avg" speakerlm average "$WORK/stage4t-avg" "$WORK/stage4s-avg" "$WORK/stage4t/final"
-SHORT="-1 0.3 0.4 0.5" recalibrate 4t stage4t-avg 0.65 0.7 0.75
+SHORT="-1 0.3 0.4 0.5" llm_round 4r stage4q-avg 11 0.65 0.7 0.75
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" llm_round 4s stage4r-avg 12 0.6 0.65 0.7
+SHORT="-1 0.3 0.4 0.5" llm_round 4t stage4s-avg 13 0.65 0.7 0.75
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4t-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4t-avg" \
