@@ -231,8 +231,13 @@ SHORT="-1 0.3 0.4 0.5" llm_round 4q stage4p-avg 10 0.65 0.7 0.75
 SHORT="-1 0.3 0.4 0.5" llm_round 4r stage4q-avg 11 0.65 0.7 0.75
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" llm_round 4s stage4r-avg 12 0.6 0.65 0.7
 SHORT="-1 0.3 0.4 0.5" llm_round 4t stage4s-avg 13 0.65 0.7 0.75
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4t-avg" \
+# four rounds more the same way, on meeting sets 14-17
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4u stage4t-avg 14 0.6 0.65 0.7
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4v stage4u-avg 15 0.6 0.65 0.7
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4w stage4v-avg 16 0.6 0.65 0.7
+RELABEL="0.65 0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4x stage4w-avg 17 0.6 0.65 0.7
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4x-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4t-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4x-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
