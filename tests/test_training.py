@@ -170,9 +170,12 @@ def test_learning_rate_warms_up_from_the_start_value_then_decays():
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
 
 
-def run_training(arguments: list[str], **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "training.train", *arguments], cwd=REPO, env=env, **popen)
+def training_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def run_training(arguments: list[str], program=("-m", "training.train"), **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *program, *arguments], cwd=REPO, env=training_env(), **popen)
 
 
 # Runs the training entry point but kills its own process (SIGKILL, no clean-up) right after
@@ -193,16 +196,15 @@ sys.exit(main(sys.argv[1:]))
 def test_killed_training_resumes_to_the_same_final_step(corpus, tmp_path):
     output = tmp_path / "stage1"
     arguments = stage_arguments(corpus, 1, corpus / "assembled", output, max_steps=6, save_steps=2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, *arguments],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
+    killed = run_training(
+        arguments,
+        ("-c", KILLED_AFTER_FIRST_CHECKPOINT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=300,
     )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    log, _ = killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL, log[-3000:]
     first = latest_complete_checkpoint(output)
     assert first is not None and first.endswith("checkpoint-2") and not (output / "final").exists()
     # A checkpoint whose saving was interrupted must never be resumed from.
@@ -243,8 +245,9 @@ def test_two_cpu_processes_train_with_gloo(corpus, tmp_path):
         "training.train",
         *arguments,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(
+        command, cwd=REPO, env=training_env(), capture_output=True, text=True, timeout=400
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert result.stderr.count("training in 2 process(es)") == 2, result.stderr[-3000:]
     before = load_file(corpus / "assembled" / "model.safetensors")

@@ -43,21 +43,21 @@ recalibrate() {  # [RELABEL=...] [SHORT=...] recalibrate NAME MODEL SPLIT...: WO
         --output "$WORK/voice-thresholds-$name.json" --apply
 }
 
-fresh_meetings() {  # fresh_meetings N SEED: 3,200 newly rendered train meetings over the corpus's train
-    # speakers and 3,200 generated voice variants, each played at a speed drawn from 0.9-1.1, as
+fresh_meetings() {  # fresh_meetings N: 3,200 newly rendered train meetings (seed N+1) over the corpus's
+    # train speakers and 3,200 generated voice variants, each played at a speed drawn from 0.9-1.1, as
     # WORK/meetings-acousticN
-    local n=$1 seed=$2
+    local n=$1
     step meetings-acoustic$n "$WORK/meetings-acoustic$n/train-patterns.json" python -m training.tiny.meetings \
-        --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic$n" --seed "$seed" \
+        --corpus "$CORPUS" --split train --num-sessions 3200 --out "$WORK/meetings-acoustic$n" --seed $((n + 1)) \
         --workers 2 --random-voices 3200
 }
 
 llm_round() {  # [RELABEL=...] [SHORT=...] llm_round NAME FROM N SPLIT...: stage NAME from WORK/FROM on
-    # fresh_meetings N (seed N+1), the average of its start and end as WORK/stageNAME-avg, and that
+    # fresh_meetings N, the average of its start and end as WORK/stageNAME-avg, and that
     # average's voice thresholds calibrated again (split grid SPLIT)
     local name=$1 from=$2 n=$3
     shift 3
-    fresh_meetings "$n" $((n + 1))
+    fresh_meetings "$n"
     step "stage$name" "$WORK/stage$name/final" stage "$name"
     step "stage$name-avg" "$WORK/stage$name-avg" speakerlm average "$WORK/stage$name-avg" "$WORK/$from" \
         "$WORK/stage$name/final"
@@ -142,13 +142,13 @@ step stage4h "$WORK/stage4h/final" stage 4h
 # the equal average of stage 4e-x2 and stage 4h (the round's start and end)
 step stage4h-avg "$WORK/stage4h-avg" speakerlm average "$WORK/stage4h-avg" "$WORK/stage4e-x2" "$WORK/stage4h/final"
 # a sixth acoustic round on new meetings whose speakers are mostly generated voice variants
-fresh_meetings 6 7
+fresh_meetings 6
 step stage4i "$WORK/stage4i/final" stage 4i
 # the equal average of the 4h average and stage 4i (the round's start and end)
 step stage4i-avg "$WORK/stage4i-avg" speakerlm average "$WORK/stage4i-avg" "$WORK/stage4h-avg" "$WORK/stage4i/final"
 # the frozen extractor trained further on the speech of rendered meetings (their noise and rooms, and
 # the generated voices) besides the corpus, then put back into the 4i average
-fresh_meetings 7 8
+fresh_meetings 7
 step speaker-extractor3 "$WORK/speaker_extractor3/model.safetensors" python -m training.tiny.speaker_extractor \
     --corpus "$CORPUS" --out "$WORK/speaker_extractor3" --meetings "$WORK/meetings-acoustic6" "$WORK/meetings-acoustic7" \
     --steps 500 --batch-size 64 --crop-seconds 2.0 2.5 --lr 1e-3 --warmup-steps 20 --margin-warmup-steps 0 \
@@ -180,7 +180,7 @@ step voice-split-4j "$WORK/voice-split-4j.json" python -m training.tiny.tune_voi
     --output "$WORK/voice-split-4j.json" --apply
 # a seventh acoustic round (audio encoder and projector on CTC alone) on new meetings, and the
 # average of its start and end (which keeps the start's config, voice thresholds included)
-fresh_meetings 8 9
+fresh_meetings 8
 step stage4k "$WORK/stage4k/final" stage 4k
 step stage4k-avg "$WORK/stage4k-avg" speakerlm average "$WORK/stage4k-avg" "$WORK/stage4j-avg" "$WORK/stage4k/final"
 # a second LLM round (as 4j) reading 4k's audio tokens, on the meetings of the last three acoustic
@@ -190,7 +190,7 @@ step stage4l-avg "$WORK/stage4l-avg" speakerlm average "$WORK/stage4l-avg" "$WOR
 recalibrate 4l stage4l-avg 0.65 0.7 0.75
 # an eighth acoustic round (as 4k) on new meetings, from the 4l average, and the average of its
 # start and end (the start's voice thresholds kept)
-fresh_meetings 9 10
+fresh_meetings 9
 step stage4m "$WORK/stage4m/final" stage 4m
 step stage4m-avg "$WORK/stage4m-avg" speakerlm average "$WORK/stage4m-avg" "$WORK/stage4l-avg" "$WORK/stage4m/final"
 # a third LLM round (as 4l) reading 4m's audio tokens, on the meetings of the last four acoustic
