@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
@@ -377,25 +378,56 @@ def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction():
     script = (root / "reproduce.sh").read_text()
     configs = sorted((root / "configs").glob("stage*.yaml"))
     assert configs
-    # `llm_round NAME FROM N ...` runs stage NAME from WORK/FROM and makes WORK/stageNAME-avg.
-    rounds = dict(re.findall(r"llm_round (\S+) (\S+) \d+ ", script))
+    # `llm_round NAME FROM N ...` runs configs/llm_round.yaml from WORK/FROM on WORK/meetings-acousticN
+    # and makes WORK/stageNAME-avg.
+    rounds = re.findall(r"llm_round (\S+) (\S+) (\d+) ", script)
+    assert rounds
+    made_by_rounds = {f"stage{name}-avg": script.index(f"llm_round {name} ") for name, _, _ in rounds}
+    assert len(made_by_rounds) == len(rounds), "two LLM rounds share a name"
+
+    def made_at(start: str) -> int:  # where in reproduce.sh a step makes WORK/START, or -1
+        return made_by_rounds.get(start, script.find(f'"$WORK/{start}"'))
+
+    starts = []
     for path in configs:
         stage_args, training_args = parse_arguments([str(path)])
         name = path.stem.removeprefix("stage")
         start = stage_args.model_name_or_path.removeprefix("outputs/tiny/")
         assert start != stage_args.model_name_or_path, f"{path.name} does not start from outputs/tiny/"
-        if name in rounds:
-            assert rounds[name] == start, f"reproduce.sh runs {path.name} from {rounds[name]}, not {start}"
-        else:
-            assert f"stage {name}\n" in script, f"{path.name} is not run by reproduce.sh"
-        # reproduce.sh starts each stage from the weights its config names; some step must make them.
-        averaged = start.startswith("stage") and start.endswith("-avg") and start[5:-4] in rounds
-        made = averaged or f'"$WORK/{start}"' in script
-        assert made, f"{path.name} starts from {start}, which reproduce.sh does not make"
+        assert f"stage {name}\n" in script, f"{path.name} is not run by reproduce.sh"
+        assert made_at(start) >= 0, f"{path.name} starts from {start}, which reproduce.sh does not make"
+        starts.append((path.name, stage_args, training_args))
+    read_by_configs = " ".join(str(stage_args.train_data) for _, stage_args, _ in starts)
+    assert len({n for _, _, n in rounds}) == len(rounds), "two LLM rounds read the same meetings"
+    # What differs between rounds comes from llm_round, not from the shared recipe.
+    round_config = root / "configs" / "llm_round.yaml"
+    per_round = {"model_name_or_path", "train_data", "output_dir", "seed"}
+    assert not per_round & set(yaml.safe_load(round_config.read_text())), (
+        f"{round_config.name} names {per_round}"
+    )
+    assert "--seed $((n + 12))" in script and 'llm_round "$from"' in script
+    for name, start, n in rounds:
+        assert f"meetings-acoustic{n}/" not in read_by_configs, (
+            f"round {name} reads meetings a stage has read"
+        )
+        assert 0 <= made_at(start) < made_by_rounds[f"stage{name}-avg"], (
+            f"round {name} starts from {start} before it is made"
+        )
+        stage_args, training_args = parse_arguments(
+            [
+                str(round_config),
+                "--model_name_or_path",
+                start,
+                "--train_data",
+                f"data/meetings-acoustic{n}/train",
+            ]
+        )
+        starts.append((f"LLM round {name}", stage_args, training_args))
+    for label, stage_args, training_args in starts:
         assert stage_args.stage in (1, 2, 3, 4) and training_args.max_steps > 0
         overrides = json.loads(stage_args.model_config_overrides or "{}")
         unknown = [key for key in overrides if key not in SpeakerLMConfig.__annotations__]
-        assert not unknown, f"{path.name} overrides unknown config fields {unknown}"
+        assert not unknown, f"{label} overrides unknown config fields {unknown}"
 
 
 def test_ctc_only_round_trains_the_encoder_on_role_targets(corpus, tmp_path):

@@ -7,8 +7,9 @@
 # WORK_DIR (default: work/tiny) receives the data and every stage's output; a step whose output
 # exists is skipped, and a training stage that was interrupted resumes from its newest complete
 # checkpoint, so rerunning continues where it stopped. Needs espeak-ng and sox. Each step's wall
-# time goes to WORK_DIR/times.tsv. On 2 CPU cores the whole run takes about 10 h (see
-# training/tiny/README.md for the measured times); set CUDA_VISIBLE_DEVICES and remove
+# time goes to WORK_DIR/times.tsv. On 2 CPU cores the steps through stage 4o take about 21 h, stage
+# 4p with its extractor about 1.5 h and each `llm_round` after it about 25 min
+# (training/tiny/README.md gives every step's measured time); set CUDA_VISIBLE_DEVICES and remove
 # `use_cpu: true` from the stage configs to train on a GPU.
 set -euo pipefail
 
@@ -53,12 +54,14 @@ fresh_meetings() {  # fresh_meetings N: 3,200 newly rendered train meetings (see
 }
 
 llm_round() {  # [RELABEL=...] [SHORT=...] llm_round NAME FROM N SPLIT...: stage NAME from WORK/FROM on
-    # fresh_meetings N, the average of its start and end as WORK/stageNAME-avg, and that
-    # average's voice thresholds calibrated again (split grid SPLIT)
+    # fresh_meetings N with configs/llm_round.yaml (data order seed N + 12), the average of its start
+    # and end as WORK/stageNAME-avg, and that average's voice thresholds calibrated again (split grid
+    # SPLIT)
     local name=$1 from=$2 n=$3
     shift 3
     fresh_meetings "$n"
-    step "stage$name" "$WORK/stage$name/final" stage "$name"
+    step "stage$name" "$WORK/stage$name/final" stage "$name" llm_round "$from" \
+        --train_data "$WORK/meetings-acoustic$n/data/train-*.parquet" --seed $((n + 12))
     step "stage$name-avg" "$WORK/stage$name-avg" speakerlm average "$WORK/stage$name-avg" "$WORK/$from" \
         "$WORK/stage$name/final"
     recalibrate "$name" "stage$name-avg" "$@"
@@ -76,11 +79,14 @@ look_alike_extractor() {  # look_alike_extractor N FROM OUT DATA_SEED LR CROP_MI
         --extractor "$WORK/speaker_extractor$n" --out "$WORK/$out"
 }
 
-stage() {  # stage NAME: one training stage with the tiny configs, paths rewritten into WORK
-    local - n=$1 config=training/tiny/configs/stage$1.yaml previous
+stage() {  # stage NAME [CONFIG FROM ARGUMENT...]: one training stage with the tiny configs (default
+    # configs/stageNAME.yaml), paths rewritten into WORK, into WORK/stageNAME; ARGUMENTs go to the trainer
+    local - n=$1 config=training/tiny/configs/${2:-stage$1}.yaml previous=${3:-}
+    shift $(($# < 3 ? $# : 3))
     set -f  # a data glob goes to the trainer as it is
-    # Each stage starts from the weights its config names (outputs/tiny/X is WORK/X here).
-    previous=$(sed -n 's|^model_name_or_path: outputs/tiny/||p' "$config" 2>/dev/null || true)
+    # Each stage starts from WORK/FROM or else from the weights its config names (outputs/tiny/X is
+    # WORK/X here).
+    [ -n "$previous" ] || previous=$(sed -n 's|^model_name_or_path: outputs/tiny/||p' "$config" 2>/dev/null || true)
     if [ -z "$previous" ]; then
         echo "unknown stage $n: no $config starting from outputs/tiny/..." >&2
         return 1
@@ -89,7 +95,7 @@ stage() {  # stage NAME: one training stage with the tiny configs, paths rewritt
     local paths
     paths=$(sed -n -E 's#^(train_data|eval_data|speaker_bank): *(.*)$#--\1 \2#p' "$config" |
         sed -E "s#(^| |,)(data|outputs/tiny)/#\1$WORK/#g")
-    python -m training.train "$config" --model_name_or_path "$WORK/$previous" --output_dir "$WORK/stage$n" $paths
+    python -m training.train "$config" --model_name_or_path "$WORK/$previous" --output_dir "$WORK/stage$n" $paths "$@"
 }
 
 step corpus "$CORPUS/manifest.json" python -m training.synthetic.corpus --out "$CORPUS" \
