@@ -242,15 +242,18 @@ RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4u stage4t-avg 14 0.6 0.
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4v stage4u-avg 15 0.6 0.65 0.7
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4w stage4v-avg 16 0.6 0.65 0.7
 RELABEL="0.65 0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4x stage4w-avg 17 0.6 0.65 0.7
-# six rounds more the same way, on meeting sets 18-23
+# nine rounds more the same way, on meeting sets 18-26
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4y stage4x-avg 18 0.6 0.65 0.7
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4z stage4y-avg 19 0.6 0.65 0.7
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4aa stage4z-avg 20 0.6 0.65 0.7
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ab stage4aa-avg 21 0.6 0.65 0.7
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ac stage4ab-avg 22 0.6 0.65 0.7
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ad stage4ac-avg 23 0.6 0.65 0.7
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4ad-avg" \
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ae stage4ad-avg 24 0.6 0.65 0.7
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4af stage4ae-avg 25 0.6 0.65 0.7
+RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ag stage4af-avg 26 0.6 0.65 0.7
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4ag-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4ad-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4ag-avg" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"

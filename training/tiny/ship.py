@@ -1,6 +1,6 @@
 """Export the trained SpeakerLM-Tiny in the Hub layout, with its card and the bundled example meeting.
 
-    python -m training.tiny.ship --model outputs/tiny/stage4ad-avg --eval outputs/tiny/eval.json \
+    python -m training.tiny.ship --model outputs/tiny/stage4ag-avg --eval outputs/tiny/eval.json \
         --meetings /work/data/meetings-test --out src/speakerlm_hf/default_model \
         --examples src/speakerlm_hf/examples --held-out tests/data/held_out
 
@@ -289,11 +289,11 @@ CARD = dict(
             "frozen": "everything",
         },
         {
-            "stage": "4q to 4ad",
-            "data": "fourteen more LLM rounds as 4p, each on 3,200 newly rendered train meetings that no stage had "
+            "stage": "4q to 4ag",
+            "data": "seventeen more LLM rounds as 4p, each on 3,200 newly rendered train meetings that no stage had "
             "read (generated voices, speeds of 0.9-1.1), 400 steps of 8, each from the average before it and "
             "followed by the equal average of its start and end, its voice thresholds calibrated again (the shipped "
-            "4ad average: relabel 0.75, registered 0.10, split 0.60, short 0.40)",
+            "4ag average: relabel 0.75, registered 0.10, split 0.60, short 0.40)",
             "trained": "audio projector + speaker projector + LLM",
             "frozen": "audio encoder, speaker extractor",
         },
