@@ -79,14 +79,16 @@ look_alike_extractor() {  # look_alike_extractor N FROM OUT DATA_SEED LR CROP_MI
         --extractor "$WORK/speaker_extractor$n" --out "$WORK/$out"
 }
 
-stage() {  # stage NAME [CONFIG FROM ARGUMENT...]: one training stage with the tiny configs (default
-    # configs/stageNAME.yaml), paths rewritten into WORK, into WORK/stageNAME; ARGUMENTs go to the trainer
+stage() {  # stage NAME [CONFIG FROM ARGUMENT...]: one training stage into WORK/stageNAME with a tiny
+    # config (default configs/stageNAME.yaml), its paths rewritten into WORK; ARGUMENTs go to the trainer
     local - n=$1 config=training/tiny/configs/${2:-stage$1}.yaml previous=${3:-}
     shift $(($# < 3 ? $# : 3))
     set -f  # a data glob goes to the trainer as it is
     # Each stage starts from WORK/FROM or else from the weights its config names (outputs/tiny/X is
     # WORK/X here).
-    [ -n "$previous" ] || previous=$(sed -n 's|^model_name_or_path: outputs/tiny/||p' "$config" 2>/dev/null || true)
+    if [ -z "$previous" ]; then
+        previous=$(sed -n 's|^model_name_or_path: outputs/tiny/||p' "$config" 2>/dev/null || true)
+    fi
     if [ -z "$previous" ]; then
         echo "unknown stage $n: no $config starting from outputs/tiny/..." >&2
         return 1
