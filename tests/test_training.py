@@ -2,7 +2,7 @@
 
 import json
 import os
-import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -370,64 +370,82 @@ def test_asr_batches_mixed_into_sdr_training(corpus):
         SpeakerLMDataCollator(processor, asr_probability=1.5)
 
 
-def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction():
+def dry_run_of_tiny_reproduction(work: Path) -> list[list[str]]:
+    """The commands `training/tiny/reproduce.sh WORK` runs in an empty WORK, in order: `python` and
+    `speakerlm` are shell functions that print their arguments instead of running."""
+    stubs = (
+        'python() { printf "%q " python "$@"; echo; }; speakerlm() { printf "%q " speakerlm "$@"; echo; }\n'
+    )
+    script = stubs + (REPO / "training" / "tiny" / "reproduce.sh").read_text()
+    result = subprocess.run(
+        ["bash", "-c", script, "reproduce.sh", str(work)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        shlex.split(line) for line in result.stdout.splitlines() if line.startswith(("python ", "speakerlm "))
+    ]
+
+
+def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction(tmp_path):
     from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
     from training.train import parse_arguments
 
-    root = Path(__file__).resolve().parents[1] / "training" / "tiny"
-    script = (root / "reproduce.sh").read_text()
-    configs = sorted((root / "configs").glob("stage*.yaml"))
-    assert configs
-    # `llm_round NAME FROM N ...` runs configs/llm_round.yaml from WORK/FROM on WORK/meetings-acousticN
-    # and makes WORK/stageNAME-avg.
-    rounds = re.findall(r"llm_round (\S+) (\S+) (\d+) ", script)
-    assert rounds
-    made_by_rounds = {f"stage{name}-avg": script.index(f"llm_round {name} ") for name, _, _ in rounds}
-    assert len(made_by_rounds) == len(rounds), "two LLM rounds share a name"
+    work = tmp_path / "work"
+    commands = dry_run_of_tiny_reproduction(work)
 
-    def made_at(start: str) -> int:  # where in reproduce.sh a step makes WORK/START, or -1
-        return made_by_rounds.get(start, script.find(f'"$WORK/{start}"'))
+    def option(command: list[str], name: str) -> str | None:
+        return command[command.index(name) + 1] if name in command else None
 
-    starts = []
-    for path in configs:
-        stage_args, training_args = parse_arguments([str(path)])
-        name = path.stem.removeprefix("stage")
-        start = stage_args.model_name_or_path.removeprefix("outputs/tiny/")
-        assert start != stage_args.model_name_or_path, f"{path.name} does not start from outputs/tiny/"
-        assert f"stage {name}\n" in script, f"{path.name} is not run by reproduce.sh"
-        assert made_at(start) >= 0, f"{path.name} starts from {start}, which reproduce.sh does not make"
-        starts.append((path.name, stage_args, training_args))
-    read_by_configs = " ".join(str(stage_args.train_data) for _, stage_args, _ in starts)
-    assert len({n for _, _, n in rounds}) == len(rounds), "two LLM rounds read the same meetings"
-    # What differs between rounds comes from llm_round, not from the shared recipe.
-    round_config = root / "configs" / "llm_round.yaml"
-    per_round = {"model_name_or_path", "train_data", "output_dir", "seed"}
-    assert not per_round & set(yaml.safe_load(round_config.read_text())), (
-        f"{round_config.name} names {per_round}"
+    made: list[str] = []  # what each command before the current one writes into WORK
+    trainings = []
+    for command in commands:
+        if command[:3] == ["python", "-m", "training.train"]:
+            start = option(command, "--model_name_or_path")
+            assert any(start == path or start.startswith(path + "/") for path in made), (
+                f"{Path(option(command, '--output_dir')).name} starts from {start}, which no step before it makes"
+            )
+            trainings.append(command)
+        if command[:2] == ["speakerlm", "average"]:
+            made.append(command[2])
+            assert all(source in made or Path(source).parent.as_posix() in made for source in command[3:]), (
+                command
+            )
+        made.extend(path for name in ("--out", "--output_dir", "--output") if (path := option(command, name)))
+    configs = sorted((REPO / "training" / "tiny" / "configs").glob("*.yaml"))
+    assert {path.relative_to(REPO).as_posix() for path in configs} == {command[3] for command in trainings}, (
+        "a config in training/tiny/configs is not run by reproduce.sh"
     )
-    assert "--seed $((n + 12))" in script and 'llm_round "$from"' in script
-    for name, start, n in rounds:
-        assert f"meetings-acoustic{n}/" not in read_by_configs, (
-            f"round {name} reads meetings a stage has read"
-        )
-        assert 0 <= made_at(start) < made_by_rounds[f"stage{name}-avg"], (
-            f"round {name} starts from {start} before it is made"
-        )
-        stage_args, training_args = parse_arguments(
-            [
-                str(round_config),
-                "--model_name_or_path",
-                start,
-                "--train_data",
-                f"data/meetings-acoustic{n}/train",
-            ]
-        )
-        starts.append((f"LLM round {name}", stage_args, training_args))
-    for label, stage_args, training_args in starts:
+    # Each LLM round reads meetings that no other stage reads.
+    rounds = [command for command in trainings if command[3].endswith("/llm_round.yaml")]
+    assert len(rounds) > 10
+    for command in rounds:
+        data = option(command, "--train_data")
+        assert data.startswith(f"{work}/meetings-acoustic")
+        meetings = data.removeprefix(f"{work}/").split("/")[0]
+        readers = [
+            Path(option(other, "--output_dir")).name
+            for other in trainings
+            if f"{meetings}/" in " ".join(other)
+        ]
+        assert len(readers) == 1, f"{meetings} is read by {readers}"
+    # What differs between rounds comes from the command line, not from the shared recipe.
+    per_round = {"model_name_or_path", "train_data", "output_dir", "seed"}
+    assert not per_round & set(yaml.safe_load((REPO / "training/tiny/configs/llm_round.yaml").read_text()))
+    assert len({option(command, "--seed") for command in rounds}) == len(rounds)
+    for command in trainings:
+        stage_args, training_args = parse_arguments(command[3:])
         assert stage_args.stage in (1, 2, 3, 4) and training_args.max_steps > 0
         overrides = json.loads(stage_args.model_config_overrides or "{}")
         unknown = [key for key in overrides if key not in SpeakerLMConfig.__annotations__]
-        assert not unknown, f"{label} overrides unknown config fields {unknown}"
+        assert not unknown, f"{command[3]} overrides unknown config fields {unknown}"
+    # The evaluation scores, and the export ships, the last weights the recipe makes.
+    evaluated = [option(command, "--model") for command in commands if "training.tiny.evaluate" in command]
+    shipped = [option(command, "--model") for command in commands if "training.tiny.ship" in command]
+    averages = [command[2] for command in commands if command[:2] == ["speakerlm", "average"]]
+    assert evaluated == shipped == [averages[-1]]
 
 
 def test_ctc_only_round_trains_the_encoder_on_role_targets(corpus, tmp_path):

@@ -67,6 +67,18 @@ llm_round() {  # [RELABEL=...] [SHORT=...] llm_round NAME FROM N SPLIT...: stage
     recalibrate "$name" "stage$name-avg" "$@"
 }
 
+llm_rounds() {  # [RELABEL=...] [SHORT=...] [SPLIT=...] llm_rounds FROM N NAME...: llm_round NAME after
+    # NAME, the first from WORK/FROM on meeting set N, each next one from the average before it on the
+    # next set; grids RELABEL 0.7 0.75 0.8, SHORT -1 0.3 0.4 0.5 and SPLIT 0.6 0.65 0.7 unless given
+    local from=$1 n=$2 name
+    shift 2
+    for name in "$@"; do
+        RELABEL=${RELABEL:-0.7 0.75 0.8} SHORT=${SHORT:--1 0.3 0.4 0.5} llm_round "$name" "$from" "$n" \
+            ${SPLIT:-0.6 0.65 0.7}
+        from=stage$name-avg n=$((n + 1))
+    done
+}
+
 look_alike_extractor() {  # look_alike_extractor N FROM OUT DATA_SEED LR CROP_MIN CROP_MAX: WORK/FROM's
     # speaker extractor continued for 300 steps of 64 crops in batches of look-alike speakers (hard
     # negatives), saved as WORK/speaker_extractorN and put into a copy of WORK/FROM, WORK/OUT
@@ -234,26 +246,16 @@ step stage4p-avg "$WORK/stage4p-avg" speakerlm average "$WORK/stage4p-avg" "$WOR
 RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" recalibrate 4p stage4p-avg 0.6 0.65 0.7
 # a sixth LLM round (as 4p, the x6 extractor kept) on 3,200 newly rendered meetings no stage has read,
 # the average of its start and end, and its voice thresholds calibrated again
-SHORT="-1 0.3 0.4 0.5" llm_round 4q stage4p-avg 10 0.65 0.7 0.75
+RELABEL="0.65 0.7 0.75" SPLIT="0.65 0.7 0.75" llm_rounds stage4p-avg 10 4q
 # the same round three times more, each on another 3,200 newly rendered meetings, from the last average
-SHORT="-1 0.3 0.4 0.5" llm_round 4r stage4q-avg 11 0.65 0.7 0.75
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.2 0.3 0.4" llm_round 4s stage4r-avg 12 0.6 0.65 0.7
-SHORT="-1 0.3 0.4 0.5" llm_round 4t stage4s-avg 13 0.65 0.7 0.75
+RELABEL="0.65 0.7 0.75" SPLIT="0.65 0.7 0.75" llm_rounds stage4q-avg 11 4r
+SHORT="-1 0.2 0.3 0.4" llm_rounds stage4r-avg 12 4s
+RELABEL="0.65 0.7 0.75" SPLIT="0.65 0.7 0.75" llm_rounds stage4s-avg 13 4t
 # four rounds more the same way, on meeting sets 14-17
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4u stage4t-avg 14 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4v stage4u-avg 15 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4w stage4v-avg 16 0.6 0.65 0.7
-RELABEL="0.65 0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4x stage4w-avg 17 0.6 0.65 0.7
+llm_rounds stage4t-avg 14 4u 4v 4w
+RELABEL="0.65 0.7 0.75 0.8" llm_rounds stage4w-avg 17 4x
 # nine rounds more the same way, on meeting sets 18-26
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4y stage4x-avg 18 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4z stage4y-avg 19 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4aa stage4z-avg 20 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ab stage4aa-avg 21 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ac stage4ab-avg 22 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ad stage4ac-avg 23 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ae stage4ad-avg 24 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4af stage4ae-avg 25 0.6 0.65 0.7
-RELABEL="0.7 0.75 0.8" SHORT="-1 0.3 0.4 0.5" llm_round 4ag stage4af-avg 26 0.6 0.65 0.7
+llm_rounds stage4x-avg 18 4y 4z 4aa 4ab 4ac 4ad 4ae 4af 4ag
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4ag-avg" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4ag-avg" \
