@@ -256,8 +256,9 @@ llm_rounds stage4t-avg 14 4u 4v 4w
 RELABEL="0.65 0.7 0.75 0.8" llm_rounds stage4w-avg 17 4x
 # nine rounds more the same way, on meeting sets 18-26
 llm_rounds stage4x-avg 18 4y 4z 4aa 4ab 4ac 4ad 4ae 4af 4ag
-step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$WORK/stage4ag-avg" \
+shipped=$WORK/stage4ag-avg  # the weights scored and exported
+step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$shipped" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
-step export "$WORK/exported" python -m training.tiny.ship --model "$WORK/stage4ag-avg" \
+step export "$WORK/exported" python -m training.tiny.ship --model "$shipped" \
     --eval "$WORK/eval.json" --meetings "$WORK/meetings-test" --out "$WORK/exported"
 cat "$TIMES"
