@@ -15,6 +15,7 @@ from speakerlm_hf.generation_speakerlm import (
     aligned_lines,
     ctc_alignment,
     read_transcript,
+    resolve_ctc_weight,
     token_bytes,
     transcript_logits_processors,
 )
@@ -228,6 +229,53 @@ def test_ctc_outvotes_the_llm_on_a_word_it_did_not_hear(tokenizer):
     # weight 0 leaves the LLM's choice
     plain = CTCPrefixScorer(log_probs, torch.tensor([6]), tokenizer.pad_token_id, tokenizer, 3, weight=0.0)
     assert int(step_scores(plain, prompt, label, logits).argmax()) == c
+
+
+def test_beam_rows_are_scored_against_their_own_recording_and_prefix(tokenizer):
+    # beam search lays out the rows of one recording after each other: 2 recordings x 2 beams
+    the, c = ids_of(tokenizer, " the")[0], ids_of(tokenizer, " c")[0]
+    heard = [spelled(tokenizer, [None, " the", None, " c"]), spelled(tokenizer, [None, " c", None, None])]
+    prompt = [tokenizer.pad_token_id] * 3
+    label = ids_of(tokenizer, "spk0", ":")
+    rows = [label + [the], label + [c], label + [c], label + [the]]  # recording 0, 0, 1, 1
+    logits = torch.randn(4, len(tokenizer), generator=torch.Generator().manual_seed(0))
+
+    def scorer(log_probs):
+        lengths = torch.tensor([4] * len(log_probs))
+        return CTCPrefixScorer(log_probs, lengths, tokenizer.pad_token_id, tokenizer, 3, weight=0.7)
+
+    beams = scorer(torch.cat(heard))(torch.tensor([prompt + row for row in rows]), logits.clone())
+    for row, recording in enumerate((0, 0, 1, 1)):
+        alone = step_scores(scorer(heard[recording]), prompt, rows[row], logits[row])
+        assert torch.equal(beams[row], alone), row
+    # each row's next token follows its own recording: " c" after " the" in recording 0, the end in 1
+    both = scorer(torch.cat(heard))
+    flat = both(torch.tensor([prompt + row for row in rows]), torch.zeros(4, len(tokenizer)))
+    assert flat[0, c] == flat[0].max() > flat[0, the]  # (a line break ties with the best word)
+    assert int(flat[2].argmax()) in both.stops
+
+
+def test_a_model_decodes_with_its_own_tuned_ctc_weight(tmp_path):
+    model, processor = tiny_speakerlm(speaker_model="campplus", audio_speaker_window=1.0, audio_ctc=True)
+    processor.match_model(model.config)
+    inputs = processor([tone_voice(2.0, 140.0, 0)])
+    model.config.decoding_ctc_weight = 0.55
+    model.save_pretrained(tmp_path)
+    loaded = type(model.config).from_pretrained(tmp_path)
+    assert loaded.decoding_ctc_weight == 0.55
+    assert resolve_ctc_weight(loaded, None) == 0.55
+    assert resolve_ctc_weight(loaded, 0.3) == 0.3  # a call's own weight wins
+    processors = transcript_logits_processors(model, processor.tokenizer, inputs, [[]])
+    assert processors[1].weight == pytest.approx(0.55)
+    model.config.decoding_ctc_weight = None
+    assert (
+        transcript_logits_processors(model, processor.tokenizer, inputs, [[]])[1].weight == DEFAULT_CTC_WEIGHT
+    )
+    config = loaded.to_dict()
+    with pytest.raises(ValueError, match="decoding_ctc_weight"):
+        type(loaded).from_dict({**config, "decoding_ctc_weight": 1.0})
+    with pytest.raises(ValueError, match="audio_ctc"):
+        type(loaded).from_dict({**config, "audio_ctc": False})
 
 
 def voices(frames: int, split: int, size: int = 8) -> torch.Tensor:

@@ -258,8 +258,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ctc-weight",
         type=float,
-        help="joint CTC / attention decoding weight in [0, 1) (default: 0.8 for models trained with CTC, "
-        "as the default model; 0 turns it off)",
+        help="joint CTC / attention decoding weight in [0, 1) (default: for a model trained with CTC, as "
+        "the default model, its config's decoding_ctc_weight or else 0.8; 0 turns it off)",
     )
     parser.add_argument(
         "--timestamps-from",

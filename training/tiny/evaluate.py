@@ -391,7 +391,8 @@ def main(argv=None) -> int:
         "--ctc-weight",
         type=float,
         default=None,
-        help="joint CTC / attention decoding weight (default: the pipeline's, 0.8 for a model trained with CTC; 0 = off)",
+        help="joint CTC / attention decoding weight (default: the pipeline's, the model's "
+        "decoding_ctc_weight or 0.8 for a model trained with CTC; 0 = off)",
     )
     parser.add_argument(
         "--speaker-weight",

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,20 +93,58 @@ def memoized_windows(embed: WindowEmbedder | None) -> WindowEmbedder | None:
     return cached
 
 
-def write_thresholds(model_dir: str, thresholds: VoiceThresholds) -> None:
-    """Set `voice_thresholds` in the model folder's config.json, replacing it atomically."""
-    path = Path(model_dir) / "config.json"
-    config = json.loads(path.read_text())
-    config["voice_thresholds"] = thresholds.to_dict()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+def write_json_atomically(path: Path, update: dict) -> None:
+    """Set the keys of `update` in the JSON object at `path`, replacing the file atomically."""
+    content = json.loads(path.read_text())
+    content.update(update)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
     try:
         with os.fdopen(handle, "w") as out:
-            json.dump(config, out, indent=2, sort_keys=True)
+            json.dump(content, out, indent=2, sort_keys=True)
             out.write("\n")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_thresholds(model_dir: str, thresholds: VoiceThresholds) -> None:
+    """Set `voice_thresholds` in the model folder's config.json, replacing it atomically."""
+    write_json_atomically(Path(model_dir) / "config.json", {"voice_thresholds": thresholds.to_dict()})
+
+
+@dataclass
+class HeldOut:
+    """What a tuning run scores with: the model, held-out sessions [first, first + count) of the test
+    split with each mode's enrollment (Over-Regist's extras drawn from the whole split), and the
+    model's speaker embedders remembering each clip (a grid decodes or re-scores the same audio)."""
+
+    model: SpeakerLMForConditionalGeneration
+    processor: SpeakerLMProcessor
+    sessions: list[dict]
+    speakers: dict[str, list]
+    embed: Embedder
+    windows: WindowEmbedder | None
+    masks: list  # each session's speech, the same for every grid point
+
+    @classmethod
+    def load(cls, model_dir: str, data: str, first: int, count: int, extra: int, seed: int = 0) -> HeldOut:
+        model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
+        processor = SpeakerLMProcessor.from_pretrained(model_dir)
+        processor.match_model(model.config)
+        pool = load_sessions(data, "test", None)
+        sessions = pool[first : first + count]
+        if not sessions:
+            raise ValueError(f"{data} has no test sessions from number {first}")
+        return cls(
+            model,
+            processor,
+            sessions,
+            registrations(sessions, extra, seed, pool),
+            memoized(model_embedder(model)),
+            memoized_windows(model_window_embedder(model)),
+            speech_masks(sessions),
+        )
 
 
 def tune(
@@ -124,21 +162,18 @@ def tune(
     batch_size: int = 8,
     max_new_tokens: int = 400,
 ) -> dict:
-    model = SpeakerLMForConditionalGeneration.from_pretrained(model_dir).eval()
-    processor = SpeakerLMProcessor.from_pretrained(model_dir)
-    processor.match_model(model.config)
+    held_out = HeldOut.load(model_dir, data, first, count, extra, seed)
+    model, processor, sessions, speakers = (
+        held_out.model,
+        held_out.processor,
+        held_out.sessions,
+        held_out.speakers,
+    )
+    embed, windows, masks = held_out.embed, held_out.windows, held_out.masks
     current = VoiceThresholds.from_config(model.config)
     splits = list(splits) if splits else [current.split]
     shorts = list(shorts) if shorts else [current.short]
-    pool = load_sessions(data, "test", None)
-    sessions = pool[first : first + count]
-    if not sessions:
-        raise ValueError(f"{data} has no test sessions from number {first}")
-    speakers = registrations(sessions, extra, seed, pool)
-    embed = memoized(model_embedder(model))
-    windows = memoized_windows(model_window_embedder(model))
     token_seconds = processor.audio_token_seconds
-    masks = speech_masks(sessions)  # the same for every grid point
 
     def decode(mode: str, thresholds: VoiceThresholds):
         registered = [embed_speakers(model, processor, clips) or None for clips in speakers[mode]]
@@ -216,17 +251,30 @@ def tune(
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True, help="a SpeakerLM folder")
+def held_out_arguments(parser: argparse.ArgumentParser, model_help: str, count: int) -> None:
+    """The options of a tuning run on held-out sessions: the model, the sessions and Over-Regist's extras."""
+    parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument(
         "--data", required=True, help="prepared held-out sessions (training/tiny/meetings.py)"
     )
     parser.add_argument("--first", type=int, default=100, help="first session tuned on")
-    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--count", type=int, default=count)
     parser.add_argument("--extra-speakers", type=int, default=20)
+
+
+def show_report(report: dict, output: str | None) -> None:
+    """Print a tuning run's current and chosen values, and write its whole report to `output`."""
+    print(f"current {report['current']}\nchosen  {report['chosen']}")
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(report, indent=1))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    held_out_arguments(parser, "a SpeakerLM folder", count=40)
     parser.add_argument("--cluster", type=float, nargs="+", default=[0.4, 0.5, 0.6])
     parser.add_argument("--relabel", type=float, nargs="+", default=[0.55, 0.6, 0.65, 0.7, 0.75, 0.8])
     parser.add_argument("--registered", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
@@ -259,10 +307,7 @@ def main(argv=None) -> int:
         args.split,
         args.short,
     )
-    print(f"current {report['current']}\nchosen  {report['chosen']}")
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=1))
+    show_report(report, args.output)
     if args.apply:
         write_thresholds(args.model, VoiceThresholds(**report["chosen"]))
         print(f"wrote voice_thresholds into {args.model}/config.json")
