@@ -446,6 +446,18 @@ def test_tiny_recipe_configs_parse_and_every_stage_runs_in_the_reproduction(tmp_
     shipped = [option(command, "--model") for command in commands if "training.tiny.ship" in command]
     averages = [command[2] for command in commands if command[:2] == ["speakerlm", "average"]]
     assert evaluated == shipped == [averages[-1]]
+    # ... decoded as tuned on them, on held-out sessions the evaluation does not score, before it
+    numbers = {
+        name: index for index, command in enumerate(commands) for name in command if "training.tiny." in name
+    }
+    tuned = [command for command in commands if "training.tiny.tune_decoding" in command]
+    assert [option(command, "--model") for command in tuned] == [averages[-1]] and "--apply" in tuned[0]
+    assert int(option(tuned[0], "--first")) >= int(
+        option(commands[numbers["training.tiny.evaluate"]], "--limit")
+    )
+    assert numbers["training.tiny.tune_decoding"] < numbers["training.tiny.evaluate"], (
+        "the evaluation runs before the decoding is tuned"
+    )
 
 
 def test_ctc_only_round_trains_the_encoder_on_role_targets(corpus, tmp_path):

@@ -257,6 +257,10 @@ RELABEL="0.65 0.7 0.75 0.8" llm_rounds stage4w-avg 17 4x
 # nine rounds more the same way, on meeting sets 18-26
 llm_rounds stage4x-avg 18 4y 4z 4aa 4ab 4ac 4ad 4ae 4af 4ag
 shipped=$WORK/stage4ag-avg  # the weights scored and exported
+# how they decode: the joint CTC weight and beam search, chosen on held-out sessions 100-149
+step decoding "$WORK/decoding.json" python -m training.tiny.tune_decoding --model "$shipped" \
+    --data "$WORK/meetings-test" --first 100 --count 50 --ctc-weight 0.5 0.6 0.8 --num-beams 1 4 \
+    --output "$WORK/decoding.json" --apply
 step evaluate "$WORK/eval.json" python -m training.tiny.evaluate --model "$shipped" \
     --data "$WORK/meetings-test" --limit 100 --extra-speakers 20 --output "$WORK/eval.json"
 step export "$WORK/exported" python -m training.tiny.ship --model "$shipped" \

@@ -128,6 +128,10 @@ class SpeakerLMConfig(PreTrainedConfig):
             decoding can follow their alignment (joint CTC / attention decoding, and speaker labels
             chosen by the voice where the next turn starts; see `generation_speakerlm`). Set by
             training with a CTC weight; false for the paper's model.
+        decoding_ctc_weight: None, or the joint CTC / attention decoding weight this model decodes
+            with when a call names none (None: `generation_speakerlm.DEFAULT_CTC_WEIGHT`); chosen for
+            the model on held-out sessions, as its beam count in `generation_config.json` is (see
+            `training/tiny/tune_decoding.py`). Only for a model with `audio_ctc`.
         audio_token_id / speaker_token_id: placeholder ids replaced by projected audio frames and
             projected enrollment embeddings.
         start_token_id / end_token_id: ids of the `<start>` / `<end>` markers around each placeholder span.
@@ -163,6 +167,7 @@ class SpeakerLMConfig(PreTrainedConfig):
     audio_speaker_window: float = 0.0
     speaker_label_hints: float = 0.0
     audio_ctc: bool = False
+    decoding_ctc_weight: float | None = None
     audio_token_id: int | None = None
     speaker_token_id: int | None = None
     start_token_id: int | None = None
@@ -188,6 +193,14 @@ class SpeakerLMConfig(PreTrainedConfig):
             raise ValueError(f"speaker_label_hints must be >= 0, got {self.speaker_label_hints}")
         if self.speaker_label_hints and not self.audio_speaker_window:
             raise ValueError("speaker_label_hints needs audio_speaker_window > 0 (the windows it compares)")
+        if self.decoding_ctc_weight is not None:
+            if not self.audio_ctc:
+                raise ValueError(
+                    "decoding_ctc_weight needs audio_ctc (audio tokens trained to spell the transcript)"
+                )
+            if not 0.0 <= float(self.decoding_ctc_weight) < 1.0:
+                raise ValueError(f"decoding_ctc_weight must be in [0, 1), got {self.decoding_ctc_weight!r}")
+            self.decoding_ctc_weight = float(self.decoding_ctc_weight)
         if self.spec_augment is not None:
             self.spec_augment = spec_augment_settings(self.spec_augment, self.audio_config.input_size)
         if self.voice_thresholds is not None:

@@ -915,12 +915,16 @@ class CTCPrefixScorer(LogitsProcessor):
 
 
 def resolve_ctc_weight(config, ctc_weight: float | None) -> float:
-    """The CTC weight to decode a model with: `ctc_weight`, or by default `DEFAULT_CTC_WEIGHT` for
-    a model whose `config.audio_ctc` says its audio tokens spell the transcript and 0 for others.
+    """The CTC weight to decode a model with: `ctc_weight`, or by default, for a model whose
+    `config.audio_ctc` says its audio tokens spell the transcript, the weight it was tuned to
+    decode with (`config.decoding_ctc_weight`) or else `DEFAULT_CTC_WEIGHT`, and 0 for others.
     A weight outside [0, 1), or above 0 for a model without CTC training, is an error."""
     trained = bool(getattr(config, "audio_ctc", False))
     if ctc_weight is None:
-        return DEFAULT_CTC_WEIGHT if trained else 0.0
+        if not trained:
+            return 0.0
+        tuned = getattr(config, "decoding_ctc_weight", None)
+        return DEFAULT_CTC_WEIGHT if tuned is None else float(tuned)
     if not 0.0 <= float(ctc_weight) < 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight!r}")
     if ctc_weight and not trained:

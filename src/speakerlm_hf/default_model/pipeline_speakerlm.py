@@ -265,8 +265,9 @@ class SpeakerLMPipeline(ChunkPipeline):
         constrain_labels: start every turn with a registered name or an anonymous label in order
             of first appearance, never an invented name (default True; see `generation_speakerlm`).
         ctc_weight: weight of the audio tokens' CTC prefix score in joint CTC / attention decoding,
-            in [0, 1); default 0.8 for a model trained with CTC (`config.audio_ctc`, as the default
-            model), 0 for others (the paper's). 0 turns it off.
+            in [0, 1); by default, for a model trained with CTC (`config.audio_ctc`, as the default
+            model), the weight it was tuned with (`config.decoding_ctc_weight`) or else 0.8, and 0
+            for others (the paper's). 0 turns it off.
         speaker_weight: with joint decoding and a model whose audio tokens carry speaker windows,
             how strongly each turn's label follows the voice where the CTC alignment puts the
             turn's start (registered names by their enrollment, anonymous labels by the voice of
