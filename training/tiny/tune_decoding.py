@@ -44,6 +44,12 @@ from .tune_voices import (
 RATES = {"no": "cpcer", "match": "sacer", "over": "sacer"}
 
 
+def beam_settings(num_beams: int) -> dict:
+    """The generation settings of a decoding with `num_beams` beams: with beams no length penalty;
+    greedy keeps the default (a length penalty without beams is an invalid flag to `generate`)."""
+    return {"num_beams": int(num_beams), "length_penalty": 0.0 if num_beams > 1 else 1.0}
+
+
 def write_decoding(model_dir: str, ctc_weight: float, num_beams: int) -> None:
     """Make (`ctc_weight`, `num_beams`) the model folder's default decoding."""
     folder = Path(model_dir)
@@ -55,10 +61,7 @@ def write_decoding(model_dir: str, ctc_weight: float, num_beams: int) -> None:
     generation = folder / "generation_config.json"
     if not generation.is_file():
         raise FileNotFoundError(f"{model_dir} has no generation_config.json")
-    # (a length penalty without beams is an invalid flag to `generate`: greedy keeps the default)
-    write_json_atomically(
-        generation, {"num_beams": int(num_beams), "length_penalty": 0.0 if num_beams > 1 else 1.0}
-    )
+    write_json_atomically(generation, beam_settings(num_beams))
     write_json_atomically(folder / "config.json", {"decoding_ctc_weight": float(ctc_weight)})
 
 
@@ -88,8 +91,7 @@ def tune(
     grid = []
     for ctc_weight in ctc_weights:
         for num_beams in beams:
-            model.generation_config.num_beams = num_beams
-            model.generation_config.length_penalty = 0.0 if num_beams > 1 else 1.0
+            model.generation_config.update(**beam_settings(num_beams))
             entry = {"ctc_weight": ctc_weight, "num_beams": num_beams}
             for mode in MODES:
                 texts, placements = transcribe(
