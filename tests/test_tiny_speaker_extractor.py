@@ -10,8 +10,10 @@ import torch
 from torch.nn import functional as F
 
 from speakerlm_hf.data.audio import SAMPLING_RATE
+from speakerlm_hf.linking_speakerlm import VoiceThresholds
 from speakerlm_hf.modeling_eres2netv2 import ERes2NetV2Model
 from training.tiny.eval_speaker_extractor import (
+    MeetingTurnVoices,
     SpeakerUtterances,
     all_pair_trials,
     compute_eer,
@@ -24,6 +26,8 @@ from training.tiny.eval_speaker_extractor import (
     load_speaker_utterances,
     look_alike_metrics,
     look_alikes,
+    meeting_turn_metrics,
+    meeting_turn_voices,
 )
 from training.tiny.speaker_extractor import (
     AAMSoftmax,
@@ -179,6 +183,53 @@ def test_look_alike_trials_keep_only_the_speakers_look_alikes():
     # turn 0: 0.9 > 0.7 right; turn 1: 0.6 < 0.8 wrong; turn 2 has no look-alike; turn 3: 0.4 < 0.5 wrong
     assert out["turns"] == 3 and out["identification_accuracy"] == pytest.approx(1 / 3)
     assert out["speakers_with_look_alikes"] == 2
+
+
+def test_meeting_turn_trials_stay_within_a_meeting_and_clustering_counts_its_speakers():
+    one, other, third = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    near = [0.9, math.sqrt(1 - 0.81), 0.0]  # cosine 0.9 with `one`
+    # "a": two people far apart, and a third whose only turn is too short to be a trial
+    a = MeetingTurnVoices(
+        "a", ["x", "y", "x", "y", "z"], np.array([one, other, one, other, third]), np.array([2, 2, 2, 2, 0.5])
+    )
+    # "b": two people whose voices sit at cosine 0.9, which relabelling at 0.75 joins
+    b = MeetingTurnVoices("b", ["x", "y", "x"], np.array([one, near, one]), np.full(3, 2.0))
+    found = meeting_turn_metrics([a, b], VoiceThresholds(relabel=0.75, short=0.4))
+    pairs = found["pairs"]
+    # a: 2 same-person pairs, 4 others (all at cosine 0); b: 1 same-person pair, 2 others at 0.9.
+    # Pairs across the meetings ("x" of a with "x" of b) are no trials.
+    assert (pairs["target_trials"], pairs["nontarget_trials"]) == (3, 6)
+    assert pairs["nontarget_at_relabel"] == pytest.approx(2 / 6)
+    assert pairs["eer"] == 0.0
+    assert found["speaker_count"] == {"right": 0.5, "merged": 0.5, "split": 0.0, "merged_meetings": ["b"]}
+    assert found["turns"] == 8
+    # the short turn joins a longer speaker unless the short threshold keeps it apart
+    joined = meeting_turn_metrics([a], VoiceThresholds(relabel=0.75, short=-1.0))["speaker_count"]
+    assert joined["merged_meetings"] == ["a"]
+    assert meeting_turn_metrics([b], VoiceThresholds(relabel=0.95))["speaker_count"]["right"] == 1.0
+
+
+def test_meeting_turn_voices_embed_each_reference_turn_from_its_own_audio():
+    audio = np.zeros(6 * SAMPLING_RATE, dtype=np.float32)
+    audio[: 2 * SAMPLING_RATE] = 0.1
+    audio[3 * SAMPLING_RATE : 5 * SAMPLING_RATE] = 0.5
+    session = {
+        "id": "m",
+        "audio": audio,
+        # out of time order on purpose
+        "turns": [
+            {"speaker": "B", "start": 3.0, "end": 5.0, "text": "later"},
+            {"speaker": "A", "start": 0.0, "end": 2.0, "text": "first"},
+        ],
+    }
+
+    def embed(clips):
+        return np.array([[float(np.mean(clip)), 1.0] for clip in clips])
+
+    (found,) = meeting_turn_voices([session], embed)
+    assert found.session == "m" and found.speakers == ["A", "B"]
+    np.testing.assert_allclose(found.vectors[:, 0], [0.1, 0.5], atol=1e-6)
+    np.testing.assert_allclose(found.seconds, [2.0, 2.0], atol=0.05)
 
 
 def test_augment_adds_noise_at_the_drawn_snr():

@@ -13,8 +13,17 @@ Two trial lists, both scored by the cosine of L2-normalised embeddings:
   another base voice, so another accent, at a pitch within 10), and identification among a speaker
   and its look-alikes. These are the registered strangers Over-Regist confuses with the speaker.
 
+With `--meetings`, the voices of rendered meetings as relabelling hears them: each reference turn
+of a meeting embedded from its own audio (`linking_speakerlm.turn_embeddings`: overlap and silence
+left out), every pair of turns of one meeting scored (a pair of different people in one room is
+what relabelling must keep apart), and the turns of each meeting clustered as `relabel_turns`
+clusters anonymous turns, at the model's relabel and short thresholds: how often the speaker count
+comes out right, too low (people merged) or too high, with perfect turns.
+
     python -m training.tiny.eval_speaker_extractor --model /work/data/speaker_extractor \
         --corpus /work/data/synthetic-en [--split test] [--json results.json]
+    python -m training.tiny.eval_speaker_extractor --model work/tiny/stage4ag-avg \
+        --meetings work/tiny/meetings-dev2
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -37,9 +47,20 @@ from speakerlm_hf.configuration_speaker_encoders import CAMPPlusConfig, ERes2Net
 from speakerlm_hf.configuration_speakerlm import SpeakerLMConfig
 from speakerlm_hf.data.audio import SAMPLING_RATE, decode_audio
 from speakerlm_hf.hub import safetensors_files
+from speakerlm_hf.linking_speakerlm import (
+    DEFAULT_VOICE_THRESHOLDS,
+    RELIABLE_SECONDS,
+    Embedder,
+    VoiceThresholds,
+    cluster_embeddings,
+    model_embedder,
+    turn_embeddings,
+    unit_rows,
+)
 from speakerlm_hf.modeling_campplus import CAMPPlusModel
 from speakerlm_hf.modeling_eres2netv2 import ERes2NetV2Model
 from training.synthetic.corpus import load_utterances
+from training.tiny.evaluate import load_sessions, speech_masks
 
 EXTRACTOR_CLASSES: dict[str, type[PreTrainedModel]] = {
     ERes2NetV2Config.model_type: ERes2NetV2Model,
@@ -387,6 +408,84 @@ def _small_set_accuracy(scores: np.ndarray, column: np.ndarray, size: int, rng: 
     return correct / len(column)
 
 
+@dataclass
+class MeetingTurnVoices:
+    """The reference turns of one meeting as relabelling hears them: each turn's speaker, its
+    embedding (turns, size) and the seconds of audio behind it."""
+
+    session: str
+    speakers: list[str]
+    vectors: np.ndarray
+    seconds: np.ndarray
+
+
+def meeting_turn_voices(
+    sessions: Sequence[Mapping], embed: Embedder, speech_masks: Sequence[np.ndarray | None] | None = None
+) -> list[MeetingTurnVoices]:
+    """Each session's reference turns (`"turns"`, in time order) embedded from its `"audio"` as
+    `turn_embeddings` embeds a transcript's turns, with the session's speech mask when given."""
+    found = []
+    masks = speech_masks if speech_masks is not None else [None] * len(sessions)
+    for session, mask in zip(sessions, masks, strict=True):
+        turns = sorted(session["turns"], key=lambda turn: (turn["start"], turn["end"]))
+        vectors, seconds = turn_embeddings(session["audio"], turns, embed, mask)
+        found.append(
+            MeetingTurnVoices(str(session["id"]), [str(t["speaker"]) for t in turns], vectors, seconds)
+        )
+    return found
+
+
+def meeting_turn_metrics(
+    meetings: Sequence[MeetingTurnVoices], thresholds: VoiceThresholds = DEFAULT_VOICE_THRESHOLDS
+) -> dict:
+    """Trials between the turns of one meeting and each meeting's speaker count under clustering.
+
+    "pairs": EER and minDCF of every pair of turns of one meeting that both have at least
+    `RELIABLE_SECONDS` of audio (a target trial: one person), and the share of different-person
+    pairs at or above `thresholds.relabel`, which relabelling would join. "speaker_count": the
+    meetings whose turns, clustered as `relabel_turns` clusters anonymous turns (average linkage
+    down to `thresholds.relabel`, short turns by `thresholds.short`), make as many speakers as the
+    reference ("right"), fewer ("merged") or more ("split"), with the merged meetings' ids."""
+    scores, targets = [], []
+    right = split = 0
+    merged = []
+    for meeting in meetings:
+        speakers = np.asarray(meeting.speakers)
+        reliable = np.flatnonzero(np.asarray(meeting.seconds) >= RELIABLE_SECONDS)
+        vectors = unit_rows(meeting.vectors[reliable])
+        rows, cols = np.triu_indices(reliable.size, k=1)
+        scores.append((vectors @ vectors.T)[rows, cols])
+        targets.append(speakers[reliable][rows] == speakers[reliable][cols])
+        labels = cluster_embeddings(
+            meeting.vectors,
+            list(range(len(speakers))),
+            meeting.seconds,
+            thresholds.relabel,
+            short_threshold=thresholds.short,
+        )
+        found, expected = len(set(labels.tolist())), len(set(meeting.speakers))
+        right += found == expected
+        split += found > expected
+        if found < expected:
+            merged.append(meeting.session)
+    all_scores, all_targets = np.concatenate(scores), np.concatenate(targets).astype(np.int64)
+    pairs = trial_metrics(all_scores, all_targets)
+    pairs["nontarget_at_relabel"] = float((all_scores[all_targets == 0] >= thresholds.relabel).mean())
+    return {
+        "meetings": len(meetings),
+        "turns": int(sum(len(m.speakers) for m in meetings)),
+        "relabel": thresholds.relabel,
+        "short": thresholds.short,
+        "pairs": pairs,
+        "speaker_count": {
+            "right": right / len(meetings),
+            "merged": len(merged) / len(meetings),
+            "split": split / len(meetings),
+            "merged_meetings": merged,
+        },
+    }
+
+
 def load_extractor(path: str | Path) -> PreTrainedModel:
     """An eval-mode ERes2NetV2 or CAM++ extractor, picked by its config.
 
@@ -434,8 +533,26 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="folder of a save_pretrained extractor")
-    parser.add_argument("--corpus", required=True, help="synthetic corpus folder")
+    parser.add_argument(
+        "--model", required=True, help="folder of a save_pretrained extractor, or a SpeakerLM checkpoint"
+    )
+    parser.add_argument("--corpus", default=None, help="synthetic corpus folder")
+    parser.add_argument(
+        "--meetings",
+        default=None,
+        help="rendered meetings (training.tiny.meetings) whose reference turns are scored",
+    )
+    parser.add_argument("--meetings-split", default="test", help="the meetings' split")
+    parser.add_argument("--max-meetings", type=int, default=None, help="score the first N meetings")
+    parser.add_argument(
+        "--relabel",
+        type=float,
+        default=None,
+        help="relabel threshold of the meeting clustering (default: the model's own, else 0.75)",
+    )
+    parser.add_argument(
+        "--short", type=float, default=None, help="short-turn threshold (default: the model's own)"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-utterances", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of the enrollment/turn clips")
@@ -452,15 +569,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _meeting_results(args: argparse.Namespace, model: PreTrainedModel) -> dict:
+    """`meeting_turn_metrics` of `--meetings` at the thresholds of the arguments, else of the model
+    (a SpeakerLM checkpoint's own), else the defaults."""
+    thresholds = DEFAULT_VOICE_THRESHOLDS
+    if json.loads((Path(args.model) / "config.json").read_text()).get("model_type") == "speakerlm":
+        thresholds = VoiceThresholds.from_config(SpeakerLMConfig.from_pretrained(args.model))
+    overrides = {"relabel": args.relabel, "short": args.short}
+    thresholds = replace(thresholds, **{k: v for k, v in overrides.items() if v is not None})
+    sessions = load_sessions(args.meetings, args.meetings_split, args.max_meetings)
+    embed = model_embedder(SimpleNamespace(speaker_encoder=model))
+    voices = meeting_turn_voices(sessions, embed, speech_masks(sessions))
+    return {"folder": str(args.meetings), **meeting_turn_metrics(voices, thresholds)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = load_extractor(args.model)
-    data = load_speaker_utterances(args.corpus, args.split, args.max_utterances)
-    kin = look_alikes(data.speakers, load_speaker_metadata(args.corpus))
+    if args.corpus is None and args.meetings is None:
+        raise SystemExit("give --corpus, --meetings or both")
     if not 0 < args.turn_seconds[0] <= args.turn_seconds[1]:
         raise SystemExit(f"--turn-seconds must be 0 < MIN <= MAX, got {args.turn_seconds}")
-    results = evaluate_extractor(model, data, seed=args.seed, kin=kin, turn_seconds=tuple(args.turn_seconds))
+    torch.set_num_threads(args.threads)
+    model = load_extractor(args.model)
+    results = {}
+    if args.corpus is not None:
+        data = load_speaker_utterances(args.corpus, args.split, args.max_utterances)
+        kin = look_alikes(data.speakers, load_speaker_metadata(args.corpus))
+        results = evaluate_extractor(
+            model, data, seed=args.seed, kin=kin, turn_seconds=tuple(args.turn_seconds)
+        )
+    if args.meetings is not None:
+        results["meetings"] = _meeting_results(args, model)
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:
