@@ -39,6 +39,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from safetensors import safe_open
+from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
@@ -445,10 +446,14 @@ def meeting_turn_metrics(
     pairs at or above `thresholds.relabel`, which relabelling would join. "speaker_count": the
     meetings whose turns, clustered as `relabel_turns` clusters anonymous turns (average linkage
     down to `thresholds.relabel`, short turns by `thresholds.short`), make as many speakers as the
-    reference ("right"), fewer ("merged") or more ("split"), with the merged meetings' ids."""
+    reference ("right"), fewer ("merged") or more ("split"), with the merged meetings' ids, and
+    "confused_seconds": the share of the turns' seconds whose cluster is not their speaker's under
+    the best one-to-one pairing of speakers and clusters (the speaker confusion of DER with perfect
+    turns; a back-channel merged into someone else costs its seconds alone)."""
     scores, targets = [], []
     right = split = 0
     merged = []
+    confused = total = 0.0
     for meeting in meetings:
         speakers = np.asarray(meeting.speakers)
         reliable = np.flatnonzero(np.asarray(meeting.seconds) >= RELIABLE_SECONDS)
@@ -463,7 +468,13 @@ def meeting_turn_metrics(
             thresholds.relabel,
             short_threshold=thresholds.short,
         )
-        found, expected = len(set(labels.tolist())), len(set(meeting.speakers))
+        people, found_labels = np.unique(speakers, return_inverse=True)
+        overlap = np.zeros((people.size, int(labels.max()) + 1))
+        np.add.at(overlap, (found_labels, labels), np.asarray(meeting.seconds, dtype=np.float64))
+        rows, cols = linear_sum_assignment(overlap, maximize=True)
+        total += overlap.sum()
+        confused += overlap.sum() - overlap[rows, cols].sum()
+        found, expected = len(set(labels.tolist())), people.size
         right += found == expected
         split += found > expected
         if found < expected:
@@ -483,6 +494,7 @@ def meeting_turn_metrics(
             "split": split / len(meetings),
             "merged_meetings": merged,
         },
+        "confused_seconds": confused / max(total, 1e-9),
     }
 
 
