@@ -59,8 +59,9 @@ def check_lines(text: str, names: list[str], timestamps: bool) -> int:
             line = line[line.index("]") + 1 :].lstrip(" ")
         else:
             assert not line.startswith("["), line
-        label = line.split(":", 1)[0]
+        label, _, words = line.partition(":")
         assert ":" in line and (label in names or re.fullmatch(r"spk\d+", label)), line
+        assert words.startswith(" "), f"a turn begins with a word: {line!r}"
         if label.startswith("spk"):
             number = int(label[3:])
             assert number <= next_anonymous, f"{label} before spk{next_anonymous}"
@@ -95,6 +96,26 @@ def test_timestamped_lines_start_with_their_times(tokenizer):
     texts = random_decoding(tokenizer, names, steps=250, timestamps=True, seed=2)
     for text, registered in zip(texts, names, strict=True):
         assert check_lines(text, registered, timestamps=True) >= 5
+
+
+def test_a_turn_begins_with_a_word_after_its_label(tokenizer):
+    constraint = SpeakerLabelConstraint(tokenizer, ["Mike"], PROMPT, timestamps=True)
+    pieces = constraint.vocabulary.pieces
+
+    def allowed_after(text: str) -> list[int]:
+        ids = [3] * PROMPT + tokenizer(text, add_special_tokens=False)["input_ids"]
+        scores = constraint(torch.tensor([ids]), torch.zeros(1, len(tokenizer)))
+        return torch.isfinite(scores[0]).nonzero().flatten().tolist()
+
+    inner = tokenizer("position", add_special_tokens=False)["input_ids"][-1]  # a piece inside a word
+    assert not pieces[inner].startswith(b" ")
+    for cut in ("[0.0-1.2] Mike: the pos\n[1.2-2.0] Mike:", "[0.0-1.2] spk0:"):
+        allowed = allowed_after(cut)
+        assert allowed and inner not in allowed
+        assert all(pieces[i].startswith(b" ") and b"\n" not in pieces[i] for i in allowed)
+    # once the turn has a word, a word goes on with any piece, and the line may end
+    allowed = allowed_after("[0.0-1.2] Mike: the pos")
+    assert inner in allowed and any(b"\n" in (pieces[i] or b"") for i in allowed)
 
 
 def test_only_registered_names_without_anonymous_labels(tokenizer):

@@ -9,6 +9,9 @@ registered, or `spk3` for the second voice of the recording. `SpeakerLabelConstr
 - an anonymous label `spkK` that is already in use, or the next free one (`spk0`, `spk1`, ... in
   order of first appearance, as the target format numbers them),
 
+and after the label's colon a token that starts a word (a space, then the first word: every
+target line is `label: text`), so a line never begins inside a word cut by the line before it.
+
 A line starts with a `[start-end]` timestamp exactly when the prompt asked for turn times; the
 times and the text of the turns are left to the model, except that it never writes a special token
 other than its end of turn (an audio placeholder in the answer would break the next step). It
@@ -97,6 +100,15 @@ class LabelVocabulary:
             if piece and NEWLINE in piece
         ]
         self.special = [index for index, piece in enumerate(self.pieces) if piece is None]
+        # Tokens that may follow a label's colon: a space and the start of the turn's first word.
+        # Byte-level BPE writes a word's leading space into its first token ("\u0120word"); other
+        # tokenizers' tokens decode without it, and their lines may start with any token.
+        byte_level = any(token.startswith("\u0120") for token in tokenizer.get_vocab())
+        self.word_starts = [
+            index
+            for index, piece in enumerate(self.pieces)
+            if byte_level and piece and piece.startswith(b" ") and NEWLINE not in piece
+        ]
         # The special tokens that end a transcript: the model may stop between turns, never inside a label.
         vocab = tokenizer.get_vocab()
         stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
@@ -173,6 +185,7 @@ class SpeakerLabelConstraint(LogitsProcessor):
         self.vocabulary = vocabulary if hasattr(vocabulary, "line_breaks") else label_vocabulary(vocabulary)
         self._bad_breaks: dict[tuple[tuple[bytes, ...], torch.device], torch.Tensor] = {}
         self._forbidden: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._no_word_start: dict[tuple[int, torch.device], torch.Tensor] = {}
         extra = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or ())
         self.stops = set(self.vocabulary.stops) | set(extra)
 
@@ -234,6 +247,15 @@ class SpeakerLabelConstraint(LogitsProcessor):
             self._forbidden[key] = torch.tensor(ids, dtype=torch.long, device=device)
         return self._forbidden[key]
 
+    def no_word_start(self, vocabulary: int, device) -> torch.Tensor:
+        """Ids that cannot follow a label's colon: all but the tokens that start a word."""
+        key = (vocabulary, torch.device(device))
+        if key not in self._no_word_start:
+            allowed = torch.zeros(vocabulary, dtype=torch.bool)
+            allowed[[i for i in self.vocabulary.word_starts if i < vocabulary]] = True
+            self._no_word_start[key] = (~allowed).nonzero().flatten().to(device)
+        return self._no_word_start[key]
+
     def label_candidates(self, typed: bytes, stamped: bool, line_empty: bool, targets) -> set[int]:
         """Ids that keep a line whose label so far is `typed` on the way to one of `targets`."""
         if line_empty and self.timestamps:
@@ -242,10 +264,15 @@ class SpeakerLabelConstraint(LogitsProcessor):
         remainders = [t[len(typed) :] for t in targets if t.startswith(typed)]
         if stamped and not typed:
             remainders += [b" " + r for r in remainders]
+        pieces, word_starts = self.vocabulary.pieces, bool(self.vocabulary.word_starts)
         for rest in remainders:
             for end in range(1, len(rest) + 1):
                 allowed.update(self.vocabulary.ids_by_bytes.get(rest[:end], ()))
-            allowed.update(self.vocabulary.starting_with(rest))
+            # a token that completes the label and goes on goes on with the first word
+            for index in self.vocabulary.starting_with(rest):
+                after = pieces[index][len(rest) :]
+                if not after or not word_starts or (after.startswith(b" ") and NEWLINE not in after):
+                    allowed.add(index)
         return allowed
 
     # -- LogitsProcessor ----------------------------------------------------------------------
@@ -267,7 +294,12 @@ class SpeakerLabelConstraint(LogitsProcessor):
                 continue
             bad = self.bad_breaks(targets, scores.device)
             if state == "text":
-                scores[row, bad[bad < vocabulary]] = -float("inf")
+                words = (line.split(b"]", 1)[-1] if stamped else line).partition(b":")[2]
+                if not words and self.vocabulary.word_starts:
+                    # the label is complete: a space and the first word follow
+                    scores[row, self.no_word_start(vocabulary, scores.device)] = -float("inf")
+                else:
+                    scores[row, bad[bad < vocabulary]] = -float("inf")
                 continue
             allowed = self.label_candidates(typed, stamped, not line, targets)
             allowed.difference_update(bad.tolist())
