@@ -46,6 +46,8 @@ ANONYMOUS_IN_TEXT = re.compile(rb"(?m)^(?:\[[^\]\n]*\][ ]*)?(spk\d+):")
 # The bytes of an anonymous label so far: "", "s", "sp", "spk", "spk1", "spk1:".
 ANONYMOUS_START = re.compile(rb"(?:s|sp|spk(?:\d+:?)?)?")
 NEWLINE = b"\n"
+# byte-level BPE: the printable character that stands for each byte -> the byte
+_BYTE_DECODER = {character: byte for byte, character in bytes_to_unicode().items()}
 # The share of a recording's speech from which a registered speaker counts as present.
 PRESENT_SHARE = 0.15
 
@@ -61,23 +63,35 @@ DEFAULT_CLUSTER_THRESHOLD = DEFAULT_THRESHOLD
 MAX_CLUSTERED_WINDOWS = 400
 
 
-def token_bytes(tokenizer) -> list[bytes | None]:
+def _special_tokens(tokenizer) -> set[str]:
+    special = {token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+    return special | set(tokenizer.all_special_tokens)
+
+
+def is_byte_level(tokenizer) -> bool:
+    """Whether the tokenizer is a byte-level BPE (Qwen's, SpeakerLM-Tiny's): every token but the
+    special ones is spelt with the printable characters that stand for bytes, and a word's leading
+    space is part of its first token."""
+    special = _special_tokens(tokenizer)
+    return all(ch in _BYTE_DECODER for token in tokenizer.get_vocab() if token not in special for ch in token)
+
+
+def token_bytes(tokenizer, byte_level: bool | None = None) -> list[bytes | None]:
     """The bytes each token id stands for; None for special and added tokens.
 
-    Byte-level BPE tokenizers (Qwen's, SpeakerLM-Tiny's) write bytes as printable characters,
-    which are mapped back; other tokenizers' tokens are decoded one by one.
+    Byte-level BPE tokenizers (`is_byte_level`, unless `byte_level` says it) write bytes as
+    printable characters, which are mapped back; other tokenizers' tokens are decoded one by one.
     """
-    decoder = {character: byte for byte, character in bytes_to_unicode().items()}
-    special = {token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values()}
-    special |= set(tokenizer.all_special_tokens)
+    special = _special_tokens(tokenizer)
     vocab = tokenizer.get_vocab()
     pieces: list[bytes | None] = [None] * (max(vocab.values()) + 1)
-    byte_level = all(ch in decoder for token in vocab if token not in special for ch in token)
+    if byte_level is None:
+        byte_level = is_byte_level(tokenizer)
     for token, index in vocab.items():
         if token in special:
             continue
         if byte_level:
-            pieces[index] = bytes(decoder[ch] for ch in token)
+            pieces[index] = bytes(_BYTE_DECODER[ch] for ch in token)
         else:
             pieces[index] = tokenizer.decode([index]).encode("utf-8")
     return pieces
@@ -87,7 +101,8 @@ class LabelVocabulary:
     """A tokenizer's tokens as bytes, indexed for the label constraint; built once per tokenizer."""
 
     def __init__(self, tokenizer):
-        self.pieces = token_bytes(tokenizer)
+        byte_level = is_byte_level(tokenizer)
+        self.pieces = token_bytes(tokenizer, byte_level)
         self.ids_by_bytes: dict[bytes, list[int]] = {}
         for index, piece in enumerate(self.pieces):
             if piece:
@@ -101,9 +116,8 @@ class LabelVocabulary:
         ]
         self.special = [index for index, piece in enumerate(self.pieces) if piece is None]
         # Tokens that may follow a label's colon: a space and the start of the turn's first word.
-        # Byte-level BPE writes a word's leading space into its first token ("\u0120word"); other
-        # tokenizers' tokens decode without it, and their lines may start with any token.
-        byte_level = any(token.startswith("\u0120") for token in tokenizer.get_vocab())
+        # Byte-level BPE writes a word's leading space into its first token; other tokenizers'
+        # tokens decode without it, and their lines may start with any token.
         self.word_starts = [
             index
             for index, piece in enumerate(self.pieces)

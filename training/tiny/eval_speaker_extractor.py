@@ -474,7 +474,7 @@ def meeting_turn_metrics(
         rows, cols = linear_sum_assignment(overlap, maximize=True)
         total += overlap.sum()
         confused += overlap.sum() - overlap[rows, cols].sum()
-        found, expected = len(set(labels.tolist())), people.size
+        found, expected = overlap.shape[1], people.size  # cluster ids run 0, 1, ...
         right += found == expected
         split += found > expected
         if found < expected:
@@ -504,20 +504,25 @@ def load_extractor(path: str | Path) -> PreTrainedModel:
     `path` is a folder written by the extractor's `save_pretrained`, or a SpeakerLM checkpoint
     folder, whose frozen speaker encoder (`speaker_config`, `speaker_encoder.*` weights) is taken.
     """
+    model_type = _model_type(path)
+    if model_type == "speakerlm":
+        return _speakerlm_speaker_encoder(Path(path))
+    if model_type not in EXTRACTOR_CLASSES:
+        raise ValueError(
+            f"{str(Path(path) / 'config.json')!r} has model_type {model_type!r}; expected one of "
+            f"{list(EXTRACTOR_CLASSES)} or 'speakerlm'"
+        )
+    return EXTRACTOR_CLASSES[model_type].from_pretrained(path).eval()
+
+
+def _model_type(path: str | Path) -> str | None:
+    """The `model_type` of the config.json in the folder `path`."""
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
             f"{str(config_file)!r} does not exist; pass a folder written by save_pretrained"
         )
-    model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type == "speakerlm":
-        return _speakerlm_speaker_encoder(Path(path))
-    if model_type not in EXTRACTOR_CLASSES:
-        raise ValueError(
-            f"{str(config_file)!r} has model_type {model_type!r}; expected one of "
-            f"{list(EXTRACTOR_CLASSES)} or 'speakerlm'"
-        )
-    return EXTRACTOR_CLASSES[model_type].from_pretrained(path).eval()
+    return json.loads(config_file.read_text()).get("model_type")
 
 
 def _speakerlm_speaker_encoder(path: Path) -> PreTrainedModel:
@@ -585,7 +590,7 @@ def _meeting_results(args: argparse.Namespace, model: PreTrainedModel) -> dict:
     """`meeting_turn_metrics` of `--meetings` at the thresholds of the arguments, else of the model
     (a SpeakerLM checkpoint's own), else the defaults."""
     thresholds = DEFAULT_VOICE_THRESHOLDS
-    if json.loads((Path(args.model) / "config.json").read_text()).get("model_type") == "speakerlm":
+    if _model_type(args.model) == "speakerlm":
         thresholds = VoiceThresholds.from_config(SpeakerLMConfig.from_pretrained(args.model))
     overrides = {"relabel": args.relabel, "short": args.short}
     thresholds = replace(thresholds, **{k: v for k, v in overrides.items() if v is not None})
