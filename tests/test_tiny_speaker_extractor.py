@@ -206,10 +206,9 @@ def test_meeting_turn_trials_stay_within_a_meeting_and_clustering_counts_its_spe
     # b's merge puts y's 2 s with x: 2 of the 14.5 s of turns; a's short "z" keeps its own speaker
     assert found["confused_seconds"] == pytest.approx(2 / 14.5)
     # the short turn joins a longer speaker unless the short threshold keeps it apart
-    joined = meeting_turn_metrics([a], VoiceThresholds(relabel=0.75, short=-1.0))["speaker_count"]
-    assert joined["merged_meetings"] == ["a"]
-    joined_seconds = meeting_turn_metrics([a], VoiceThresholds(relabel=0.75, short=-1.0))["confused_seconds"]
-    assert joined_seconds == pytest.approx(0.5 / 8.5)
+    joined = meeting_turn_metrics([a], VoiceThresholds(relabel=0.75, short=-1.0))
+    assert joined["speaker_count"]["merged_meetings"] == ["a"]
+    assert joined["confused_seconds"] == pytest.approx(0.5 / 8.5)
     assert meeting_turn_metrics([b], VoiceThresholds(relabel=0.95))["speaker_count"]["right"] == 1.0
 
 
